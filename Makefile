@@ -1,0 +1,113 @@
+# Danmaku: one non-recursive Makefile for every binary and test.
+#
+#   make                    build everything (build/default/)
+#   make SANITIZER=address  ASan+UBSan build (build/address/)
+#   make test               install what is missing, start real Redis and Kafka, run every test
+#   make run                install what is missing, start a local system on embedded defaults
+#   make fmt / fmt-check    clang-format the C sources
+#   V=1                     verbose commands; WERROR= to build without -Werror
+
+PKGS     := libevent libevent_pthreads hiredis rdkafka jansson libjwt openssl
+STD      := -std=c11 -D_GNU_SOURCE
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wwrite-strings -Wformat=2 -Wvla
+WERROR   ?= -Werror
+OPT      ?= -O2 -g
+ifeq ($(SANITIZER),address)
+  SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(SANITIZER),thread)
+  SAN := -fsanitize=thread
+endif
+BUILD    := build/$(or $(SANITIZER),default)
+Q        := $(if $(V),,@)
+CPPFLAGS += -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS   += $(STD) $(WARN) $(WERROR) $(OPT) $(SAN) -MMD -MP
+LDFLAGS  += $(SAN)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+COMMON_SRCS    := $(wildcard common/*.c)
+INGEST_SRCS    := $(filter-out server/token_tool.c,$(wildcard server/*.c))
+TOKEN_SRCS     := server/token_tool.c
+BCAST_SRCS     := $(wildcard broadcast/*.c)
+MOCK_SRCS      := tests/tools/mock_kafka.c
+UNIT_SRCS      := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBDM      := $(BUILD)/libdm.a
+INGEST     := $(BUILD)/bin/danmaku-ingest
+TOKEN      := $(BUILD)/bin/danmaku-token
+BCAST      := $(BUILD)/bin/danmaku-broadcast
+MOCK       := $(BUILD)/bin/danmaku-mock-kafka
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK)
+
+ALL_OBJS := $(call obj,$(COMMON_SRCS) $(INGEST_SRCS) $(TOKEN_SRCS) $(BCAST_SRCS) $(MOCK_SRCS) \
+                       $(UNIT_SRCS))
+
+.PHONY: all bins unit test check run clean fmt fmt-check deps
+
+all: bins unit
+
+bins: $(BINS)
+
+unit: $(UNIT_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(LIBDM): $(call obj,$(COMMON_SRCS))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(INGEST): $(call obj,$(INGEST_SRCS)) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(TOKEN): $(call obj,$(TOKEN_SRCS)) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BCAST): $(call obj,$(BCAST_SRCS)) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(MOCK): $(call obj,$(MOCK_SRCS)) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The two commands of the README. Both install what is missing first, so the
+# pkg-config lines above are re-read by the sub-makes the scripts run.
+test check:
+	$(Q)tests/run.sh
+
+run:
+	$(Q)deploy/run-local.sh
+
+deps:
+	$(Q)deploy/install-deps.sh
+
+clean:
+	rm -rf build
+
+FMT_SRCS := $(wildcard common/*.[ch] server/*.[ch] broadcast/*.[ch] loadtest/*.[ch] \
+                       tests/unit/*.[ch] tests/integration/*.[ch] tests/tools/*.[ch])
+
+fmt:
+	clang-format -i $(FMT_SRCS)
+
+fmt-check:
+	clang-format --dry-run --Werror $(FMT_SRCS)
+
+-include $(ALL_OBJS:.o=.d)

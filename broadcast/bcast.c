@@ -1,0 +1,278 @@
+/* Broadcast node: listener, rooms to partitions, records to viewers. */
+#include "broadcast/bcast.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "broadcast/conn.h"
+#include "broadcast/consumer.h"
+#include "broadcast/room.h"
+#include "common/check.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/proto.h"
+
+/* Room for the viewer frame around a record: the record plus the envelope. */
+#define ENVELOPE_MAX 160
+
+/* ---- fan-out ---- */
+
+struct go_live {
+    struct dm_bcast *b;
+    int64_t offset;
+};
+
+static void activate_room(struct dm_room *r, void *arg)
+{
+    struct go_live *g = arg;
+    struct dm_member *m;
+    TAILQ_FOREACH(m, &r->members, room_link)
+    {
+        if (!m->live) {
+            m->live = true;
+            dm_conn_joined(m->conn, m, g->offset);
+        }
+    }
+}
+
+static void on_partition_ready(int32_t partition, int64_t next_offset, void *arg)
+{
+    struct dm_bcast *b = arg;
+    struct dm_bpart *p = &b->parts[partition];
+    struct go_live g = {b, next_offset - 1};
+
+    p->ready = true;
+    p->next_offset = next_offset;
+    dm_rooms_foreach_in_partition(b->rooms, partition, activate_room, &g);
+}
+
+static void on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
+                      const char *value, size_t len, void *arg)
+{
+    struct dm_bcast *b = arg;
+    struct dm_room *r;
+    struct dm_member *m;
+
+    b->parts[partition].next_offset = offset + 1;
+    if (key == NULL || keylen == 0 || keylen > DM_ROOM_MAX)
+        return;
+    r = dm_rooms_find(b->rooms, key, keylen);
+    if (r == NULL)
+        return;
+    int type = dm_record_inspect(value, len, key, keylen);
+    if (type != DM_RECORD_COMMENT) {
+        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d",
+               partition, (long long)offset, type);
+        return;
+    }
+
+    /* Encode once; every viewer's output references the same bytes. */
+    size_t cap = len + ENVELOPE_MAX;
+    char *payload = dm_malloc(cap);
+    size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
+    DM_ASSERT(n > 0);
+    struct dm_frame *f = dm_frame_new_text(payload, n);
+    free(payload);
+    struct dm_member *next;
+    /* A send may close a slow viewer, which unlinks it from this room. */
+    for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+        next = TAILQ_NEXT(m, room_link);
+        if (m->live)
+            dm_conn_send_frame(m->conn, f);
+    }
+    dm_frame_unref(f);
+}
+
+/* ---- membership ---- */
+
+struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const char *room,
+                                size_t len)
+{
+    bool created;
+    struct dm_member *m = dm_rooms_join(b->rooms, conn, room, len, &created);
+    struct dm_bpart *p = &b->parts[m->room->partition];
+
+    if (created) {
+        p->rooms++;
+        if (p->release != NULL)
+            event_del(p->release);
+    }
+    if (p->ready) {
+        m->live = true;
+        dm_conn_joined(conn, m, p->next_offset - 1);
+    } else {
+        dm_consumer_acquire(b->consumer, m->room->partition);
+    }
+    return m;
+}
+
+struct release_arg {
+    struct dm_bcast *b;
+    int32_t partition;
+};
+
+static void on_release_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct release_arg *ra = arg;
+    struct dm_bpart *p = &ra->b->parts[ra->partition];
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+
+    if (p->rooms == 0) {
+        dm_consumer_release(ra->b->consumer, ra->partition);
+        p->ready = false;
+    }
+}
+
+void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
+{
+    int32_t partition;
+
+    if (!dm_rooms_leave(b->rooms, m, &partition))
+        return;
+    struct dm_bpart *p = &b->parts[partition];
+    DM_ASSERT(p->rooms > 0);
+    if (--p->rooms > 0)
+        return;
+    if (p->release == NULL) {
+        struct release_arg *ra = dm_malloc(sizeof(*ra));
+        ra->b = b;
+        ra->partition = partition;
+        p->release = evtimer_new(b->base, on_release_timer, ra);
+        DM_AN(p->release);
+    }
+    int64_t ms = b->cfg->partition_grace_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(p->release, &tv);
+}
+
+size_t dm_bcast_online(struct dm_bcast *b, const char *room, size_t len)
+{
+    struct dm_room *r = dm_rooms_find(b->rooms, room, len);
+    return r != NULL ? r->count : 0;
+}
+
+/* ---- node events ---- */
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+                      int socklen, void *arg)
+{
+    struct dm_bcast *b = arg;
+    DM_UNUSED(l);
+    DM_UNUSED(addr);
+    DM_UNUSED(socklen);
+
+    if (b->draining || b->nconns >= (size_t)b->cfg->max_connections) {
+        evutil_closesocket(fd);
+        return;
+    }
+    dm_conn_accept(b, fd);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    DM_UNUSED(l);
+    DM_UNUSED(arg);
+    int e = EVUTIL_SOCKET_ERROR();
+    DM_LOG(DM_LOG_WARN, "msg=\"accept failed\" err=\"%s\"", evutil_socket_error_to_string(e));
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    dm_conns_ping_all(arg);
+}
+
+static void on_close_drain(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    dm_conns_free_closing(arg);
+}
+
+struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
+                              const char *node, char err[DM_ERRLEN])
+{
+    struct dm_bcast *b = dm_calloc(1, sizeof(*b));
+    int64_t hb = cfg->heartbeat_ms;
+    struct timeval tv = {(time_t)(hb / 1000), (suseconds_t)(hb % 1000) * 1000};
+    int fd;
+
+    b->base = base;
+    b->cfg = cfg;
+    b->node = node;
+    TAILQ_INIT(&b->conns);
+    TAILQ_INIT(&b->closing);
+    b->rooms = dm_rooms_new((int32_t)cfg->kafka_partitions);
+    b->parts = dm_calloc((size_t)cfg->kafka_partitions, sizeof(*b->parts));
+    b->close_drain = event_new(base, -1, 0, on_close_drain, b);
+    b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
+    if (b->close_drain == NULL || b->heartbeat == NULL || event_add(b->heartbeat, &tv) < 0) {
+        snprintf(err, DM_ERRLEN, "cannot register node events");
+        goto fail;
+    }
+    b->consumer = dm_consumer_new(base, cfg, node, on_record, on_partition_ready, b, err);
+    if (b->consumer == NULL)
+        goto fail;
+
+    fd = dm_net_listen(cfg->listen_host, (int)cfg->ws_port, 4096, false, err);
+    if (fd < 0)
+        goto fail;
+    b->listener = evconnlistener_new(base, on_accept, b, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (b->listener == NULL) {
+        evutil_closesocket(fd);
+        snprintf(err, DM_ERRLEN, "cannot listen for viewers");
+        goto fail;
+    }
+    evconnlistener_set_error_cb(b->listener, on_accept_error);
+    int port = dm_net_bound_port(fd);
+    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d", cfg->listen_host, port);
+    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+        goto fail;
+    return b;
+
+fail:
+    dm_bcast_free(b);
+    return NULL;
+}
+
+size_t dm_bcast_drain(struct dm_bcast *b)
+{
+    if (!b->draining) {
+        b->draining = true;
+        if (b->listener != NULL)
+            evconnlistener_disable(b->listener);
+        dm_conns_close_all(b, DM_CLOSE_SHUTDOWN);
+    }
+    return b->nconns;
+}
+
+void dm_bcast_free(struct dm_bcast *b)
+{
+    if (b == NULL)
+        return;
+    if (b->listener != NULL)
+        evconnlistener_free(b->listener);
+    /* Remaining connections are closed without waiting for their peers. */
+    dm_conns_close_all(b, DM_CLOSE_EOF);
+    dm_conns_free_closing(b);
+    dm_consumer_free(b->consumer);
+    for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {
+        if (b->parts[i].release != NULL) {
+            free(event_get_callback_arg(b->parts[i].release));
+            event_free(b->parts[i].release);
+        }
+    }
+    free(b->parts);
+    dm_rooms_free(b->rooms);
+    if (b->heartbeat != NULL)
+        event_free(b->heartbeat);
+    if (b->close_drain != NULL)
+        event_free(b->close_drain);
+    free(b);
+}

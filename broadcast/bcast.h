@@ -1,0 +1,79 @@
+/* The broadcast node context and its room/partition bookkeeping.
+ *
+ * The node accepts viewers (conn.c), keeps the rooms they are in (room.c),
+ * reads exactly the Kafka partitions those rooms hash to (consumer.c) and
+ * fans each record out to the room's viewers. One event loop owns all of it. */
+#ifndef DM_BROADCAST_BCAST_H
+#define DM_BROADCAST_BCAST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "common/util.h"
+
+struct event;
+struct event_base;
+struct evconnlistener;
+struct dm_config;
+struct dm_consumer;
+struct dm_rooms;
+struct dm_conn;
+struct dm_member;
+
+TAILQ_HEAD(dm_conn_list, dm_conn);
+
+/* Per partition of the topic: how many local rooms need it and where the
+ * stream stands. */
+struct dm_bpart {
+    unsigned rooms;        /* local rooms hashing here */
+    bool ready;            /* assigned and positioned: members can go live */
+    int64_t next_offset;   /* every record from here on will be delivered */
+    struct event *release; /* grace timer after the last room left; lazily made */
+};
+
+struct dm_bcast {
+    struct event_base *base;       /* borrowed from main */
+    const struct dm_config *cfg;   /* borrowed from main */
+    const char *node;              /* borrowed */
+    struct evconnlistener *listener;
+    struct dm_consumer *consumer;
+    struct dm_rooms *rooms;
+    struct dm_bpart *parts;        /* cfg->kafka_partitions entries */
+    struct dm_conn_list conns;     /* open and closing connections */
+    size_t nconns;
+    struct dm_conn_list closing;   /* waiting for on_close_drain to free them */
+    struct event *close_drain;
+    struct event *heartbeat;
+    uint64_t next_conn_id;
+    bool draining;                 /* SIGTERM: no new connections */
+};
+
+/* Builds the node: rooms, Kafka consumer, listener. All arguments borrowed.
+ * NULL with err on a startup error. */
+struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
+                              const char *node, char err[DM_ERRLEN]);
+
+/* Graceful stop: stop accepting, tell every viewer to reconnect (close
+ * 1012). Returns the number of connections still open; the caller runs the
+ * loop until it reaches zero or a deadline. */
+size_t dm_bcast_drain(struct dm_bcast *b);
+
+/* Frees the node; remaining connections are dropped. NULL is a no-op. */
+void dm_bcast_free(struct dm_bcast *b);
+
+/* Adds conn to room (the name is validated by the caller). The member goes
+ * live, and conn is sent `joined`, as soon as the room's partition is
+ * positioned: at once when it already is. */
+struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const char *room,
+                                size_t len);
+
+/* Removes the member (freed); the room's partition is released after the
+ * grace period when it was the last local room there. */
+void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m);
+
+/* Local viewers of the room (0 when not here). */
+size_t dm_bcast_online(struct dm_bcast *b, const char *room, size_t len);
+
+#endif

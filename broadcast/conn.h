@@ -1,0 +1,59 @@
+/* One viewer connection: handshake, WebSocket framing, the v1 client
+ * messages, bounded output, and exactly one close path (dm_conn_close). */
+#ifndef DM_BROADCAST_CONN_H
+#define DM_BROADCAST_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/util.h>
+
+struct dm_bcast;
+struct dm_conn;
+struct dm_frame;
+struct dm_member;
+
+/* Why a connection ends. The table in conn.c gives each its WebSocket close
+ * code (0: none sent) and whether pending output is flushed first. */
+enum dm_close_reason {
+    DM_CLOSE_EOF,               /* peer closed the TCP connection */
+    DM_CLOSE_SOCKET_ERROR,      /* read/write error */
+    DM_CLOSE_HANDSHAKE_TIMEOUT, /* no complete handshake in time */
+    DM_CLOSE_HTTP_DONE,         /* plain HTTP answered, or handshake refused */
+    DM_CLOSE_IDLE,              /* nothing received for idle_timeout_ms */
+    DM_CLOSE_PEER_CLOSE,        /* close handshake started by the peer */
+    DM_CLOSE_PROTOCOL,          /* 1002 */
+    DM_CLOSE_UNSUPPORTED,       /* 1003: binary messages */
+    DM_CLOSE_BAD_DATA,          /* 1007: invalid UTF-8 */
+    DM_CLOSE_TOO_BIG,           /* 1009 */
+    DM_CLOSE_SLOW_CONSUMER,     /* 4008: output over max_client_outbuf */
+    DM_CLOSE_SHUTDOWN,          /* 1012: node draining, after `reconnect` */
+};
+
+/* Takes ownership of an accepted socket fd and starts the handshake. The
+ * connection links itself into b->conns. Closes fd on failure. */
+void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd);
+
+/* Queues a shared frame (referenced, not copied). Closes the connection with
+ * 4008 when its pending output exceeds the bound. */
+void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f);
+
+/* Encodes and queues one text message (copied). */
+void dm_conn_send_text(struct dm_conn *c, const char *json, size_t len);
+
+/* The member of c for the room that the node just positioned: c is told
+ * `joined` with the offset from which it will receive every record. */
+void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t offset);
+
+/* Starts closing: sends the close frame of the reason, leaves every room,
+ * and frees the connection later (never inside this call). Idempotent. */
+void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason);
+
+/* Node-wide sweeps, called by bcast.c. */
+void dm_conns_ping_all(struct dm_bcast *b);
+/* Frees the connections whose close finished (b->closing). Run from the
+ * node's close_drain event, never from a connection's own callback. */
+void dm_conns_free_closing(struct dm_bcast *b);
+void dm_conns_close_all(struct dm_bcast *b, enum dm_close_reason reason);
+
+#endif

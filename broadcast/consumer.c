@@ -1,0 +1,355 @@
+/* Kafka consumer wired into libevent, with off-loop log-end lookups. */
+#include "broadcast/consumer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/kafka.h"
+#include "common/log.h"
+
+#define DM_CONSUMER_MAGIC 0x636f6e73u
+#define BATCH             256
+#define LOOKUP_TIMEOUT_MS 5000
+#define LOOKUP_RETRY_MS   500
+
+enum part_state { P_IDLE, P_LOOKUP, P_ASSIGNED };
+
+struct part {
+    enum part_state state;
+    unsigned generation; /* bumped on release, so a stale lookup is ignored */
+    bool retry;          /* the last lookup failed; the retry timer starts another */
+};
+
+/* A log-end lookup running on its own thread. */
+struct lookup {
+    struct dm_consumer *c;
+    int32_t partition;
+    unsigned generation;
+    int64_t high;
+    rd_kafka_resp_err_t err;
+    pthread_t thread;
+    struct lookup *next;
+};
+
+struct dm_consumer {
+    unsigned magic;
+    struct event_base *base;
+    const struct dm_config *cfg;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    dm_consumer_record_cb on_record;
+    dm_consumer_ready_cb on_ready;
+    void *arg;
+    int32_t npart;
+    struct part *parts;
+
+    int wake[2];            /* the consumer queue writes to wake[1] */
+    struct event *wake_ev;
+    struct event *poll_ev;  /* safety net */
+
+    /* Finished lookups, handed from their threads to the loop. */
+    pthread_mutex_t lock;
+    struct lookup *done;
+    int done_pipe[2];
+    struct event *done_ev;
+    int running_lookups;    /* loop side */
+    struct event *retry_ev;
+};
+
+static void drain_queue(struct dm_consumer *c)
+{
+    rd_kafka_message_t *msgs[BATCH];
+    ssize_t n;
+
+    do {
+        n = rd_kafka_consume_batch_queue(c->queue, 0, msgs, BATCH);
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                struct part *p = m->partition >= 0 && m->partition < c->npart
+                                     ? &c->parts[m->partition]
+                                     : NULL;
+                /* Records of a partition released meanwhile are dropped. */
+                if (p != NULL && p->state == P_ASSIGNED)
+                    c->on_record(m->partition, m->offset, m->key, m->key_len, m->payload,
+                                 m->len, c->arg);
+            } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                DM_LOG(DM_LOG_WARN, "msg=\"kafka consumer error\" partition=%d err=\"%s\"",
+                       m->partition, rd_kafka_message_errstr(m));
+            }
+            rd_kafka_message_destroy(m);
+        }
+    } while (n == BATCH);
+}
+
+static void on_wake_read(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[64];
+    DM_UNUSED(what);
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    drain_queue(arg);
+}
+
+static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    drain_queue(arg);
+}
+
+static void *run_lookup(void *arg)
+{
+    struct lookup *l = arg;
+    struct dm_consumer *c = l->c;
+    int64_t low;
+    char b = 'd';
+
+    l->err = rd_kafka_query_watermark_offsets(c->rk, c->cfg->kafka_topic, l->partition, &low,
+                                              &l->high, LOOKUP_TIMEOUT_MS);
+    pthread_mutex_lock(&c->lock);
+    l->next = c->done;
+    c->done = l;
+    pthread_mutex_unlock(&c->lock);
+    if (write(c->done_pipe[1], &b, 1) < 0) {
+        /* The pipe is full only when many wake-ups are pending already. */
+    }
+    return NULL;
+}
+
+static void start_lookup(struct dm_consumer *c, int32_t partition)
+{
+    struct lookup *l = dm_calloc(1, sizeof(*l));
+    l->c = c;
+    l->partition = partition;
+    l->generation = c->parts[partition].generation;
+    if (pthread_create(&l->thread, NULL, run_lookup, l) != 0)
+        DM_PANIC("pthread_create failed");
+    c->running_lookups++;
+}
+
+static void assign(struct dm_consumer *c, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, c->cfg->kafka_topic, partition)->offset = offset;
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(c->rk, list);
+    if (e != NULL) {
+        /* Only a programming error (no group.id, bad list) gets here. */
+        DM_LOG(DM_LOG_ERROR, "msg=\"incremental_assign failed\" detail=\"%s\"",
+               rd_kafka_error_string(e));
+        DM_PANIC("incremental_assign failed");
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_consumer *c = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    for (int32_t p = 0; p < c->npart; p++) {
+        if (c->parts[p].state == P_LOOKUP && c->parts[p].retry) {
+            c->parts[p].retry = false;
+            start_lookup(c, p);
+        }
+    }
+}
+
+static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_consumer *c = arg;
+    struct lookup *list, *l;
+    char buf[64];
+    DM_UNUSED(what);
+
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    pthread_mutex_lock(&c->lock);
+    list = c->done;
+    c->done = NULL;
+    pthread_mutex_unlock(&c->lock);
+
+    while ((l = list) != NULL) {
+        list = l->next;
+        pthread_join(l->thread, NULL);
+        c->running_lookups--;
+        struct part *p = &c->parts[l->partition];
+        if (p->state == P_LOOKUP && p->generation == l->generation) {
+            if (l->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                assign(c, l->partition, l->high);
+                p->state = P_ASSIGNED;
+                DM_LOG(DM_LOG_INFO, "msg=\"partition assigned\" partition=%d offset=%lld",
+                       l->partition, (long long)l->high);
+                c->on_ready(l->partition, l->high, c->arg);
+            } else {
+                DM_LOG(DM_LOG_WARN, "msg=\"log end lookup failed\" partition=%d err=\"%s\"",
+                       l->partition, rd_kafka_err2str(l->err));
+                p->retry = true;
+                struct timeval tv = {0, LOOKUP_RETRY_MS * 1000};
+                event_add(c->retry_ev, &tv);
+            }
+        }
+        free(l);
+    }
+}
+
+struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
+                                    const char *node, dm_consumer_record_cb on_record,
+                                    dm_consumer_ready_cb on_ready, void *arg,
+                                    char err[DM_ERRLEN])
+{
+    struct dm_consumer *c = dm_calloc(1, sizeof(*c));
+    rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
+    char group[200], errstr[160];
+    struct timeval tick = {0, 100 * 1000};
+
+    c->magic = DM_CONSUMER_MAGIC;
+    c->base = base;
+    c->cfg = cfg;
+    c->on_record = on_record;
+    c->on_ready = on_ready;
+    c->arg = arg;
+    c->npart = (int32_t)cfg->kafka_partitions;
+    c->parts = dm_calloc((size_t)c->npart, sizeof(*c->parts));
+    c->wake[0] = c->wake[1] = c->done_pipe[0] = c->done_pipe[1] = -1;
+    pthread_mutex_init(&c->lock, NULL);
+
+    /* incremental_assign needs a group.id in librdkafka 2.0; the group is
+     * never joined (no subscribe) and nothing is committed, so each node
+     * gets its own. */
+    snprintf(group, sizeof(group), "danmaku-broadcast-%s-%ld", node, (long)getpid());
+    if (dm_kafka_conf_set(conf, "group.id", group, err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
+        dm_kafka_conf_set_int(conf, "fetch.wait.max.ms", cfg->kafka_fetch_wait_ms, err) < 0 ||
+        dm_kafka_conf_set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
+        dm_kafka_conf_set(conf, "auto.offset.reset", "latest", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (c->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(err, DM_ERRLEN, "kafka consumer: %s", errstr);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+
+    if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) < 0 ||
+        pipe2(c->done_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
+        snprintf(err, DM_ERRLEN, "pipe: %s", strerror(e));
+        goto fail;
+    }
+    rd_kafka_queue_io_event_enable(c->queue, c->wake[1], "w", 1);
+    c->wake_ev = event_new(base, c->wake[0], EV_READ | EV_PERSIST, on_wake_read, c);
+    c->poll_ev = event_new(base, -1, EV_PERSIST, on_poll_timer, c);
+    c->done_ev = event_new(base, c->done_pipe[0], EV_READ | EV_PERSIST, on_lookup_done, c);
+    c->retry_ev = evtimer_new(base, on_retry_timer, c);
+    if (c->wake_ev == NULL || c->poll_ev == NULL || c->done_ev == NULL || c->retry_ev == NULL ||
+        event_add(c->wake_ev, NULL) < 0 || event_add(c->poll_ev, &tick) < 0 ||
+        event_add(c->done_ev, NULL) < 0) {
+        snprintf(err, DM_ERRLEN, "consumer events: cannot register");
+        goto fail;
+    }
+    return c;
+
+fail:
+    dm_consumer_free(c);
+    return NULL;
+}
+
+void dm_consumer_free(struct dm_consumer *c)
+{
+    if (c == NULL)
+        return;
+    DM_CHECK_OBJ(c, DM_CONSUMER_MAGIC);
+    /* Lookups end within LOOKUP_TIMEOUT_MS; wait for each to report. */
+    while (c->running_lookups > 0) {
+        pthread_mutex_lock(&c->lock);
+        struct lookup *list = c->done;
+        c->done = NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (list == NULL) {
+            usleep(10 * 1000);
+            continue;
+        }
+        while (list != NULL) {
+            struct lookup *l = list;
+            list = l->next;
+            pthread_join(l->thread, NULL);
+            c->running_lookups--;
+            free(l);
+        }
+    }
+    if (c->wake_ev != NULL)
+        event_free(c->wake_ev);
+    if (c->poll_ev != NULL)
+        event_free(c->poll_ev);
+    if (c->done_ev != NULL)
+        event_free(c->done_ev);
+    if (c->retry_ev != NULL)
+        event_free(c->retry_ev);
+    if (c->queue != NULL) {
+        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(c->queue);
+    }
+    if (c->rk != NULL) {
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (c->wake[i] >= 0)
+            close(c->wake[i]);
+        if (c->done_pipe[i] >= 0)
+            close(c->done_pipe[i]);
+    }
+    pthread_mutex_destroy(&c->lock);
+    free(c->parts);
+    c->magic = 0;
+    free(c);
+}
+
+void dm_consumer_acquire(struct dm_consumer *c, int32_t partition)
+{
+    DM_CHECK_OBJ(c, DM_CONSUMER_MAGIC);
+    DM_ASSERT(partition >= 0 && partition < c->npart);
+    struct part *p = &c->parts[partition];
+    if (p->state != P_IDLE)
+        return;
+    p->state = P_LOOKUP;
+    start_lookup(c, partition);
+}
+
+void dm_consumer_release(struct dm_consumer *c, int32_t partition)
+{
+    DM_CHECK_OBJ(c, DM_CONSUMER_MAGIC);
+    DM_ASSERT(partition >= 0 && partition < c->npart);
+    struct part *p = &c->parts[partition];
+    if (p->state == P_ASSIGNED) {
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, c->cfg->kafka_topic, partition);
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(c->rk, list);
+        if (e != NULL) {
+            DM_LOG(DM_LOG_ERROR, "msg=\"incremental_unassign failed\" detail=\"%s\"",
+                   rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        rd_kafka_topic_partition_list_destroy(list);
+        DM_LOG(DM_LOG_INFO, "msg=\"partition released\" partition=%d", partition);
+    }
+    p->state = P_IDLE;
+    p->retry = false;
+    p->generation++;
+}

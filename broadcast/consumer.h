@@ -1,0 +1,48 @@
+/* The broadcast node's Kafka consumer: the only rdkafka.h user in
+ * broadcast/. Partitions are added and removed one at a time (incremental
+ * manual assignment, no group membership, no commits) as local viewers need
+ * them. A new partition is positioned at its log end, looked up off the
+ * event loop, so the node knows exactly from which offset it has every
+ * record. Records are dispatched from the event loop (the consumer queue
+ * wakes a pipe registered with libevent). */
+#ifndef DM_BROADCAST_CONSUMER_H
+#define DM_BROADCAST_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+struct event_base;
+struct dm_config;
+struct dm_consumer;
+
+/* One record of an assigned partition, in offset order per partition. The
+ * buffers are valid during the call only. */
+typedef void (*dm_consumer_record_cb)(int32_t partition, int64_t offset, const char *key,
+                                      size_t keylen, const char *value, size_t len, void *arg);
+
+/* The partition asked for with dm_consumer_acquire is assigned; the next
+ * record delivered for it has offset >= next_offset, and every record from
+ * next_offset on will be delivered. */
+typedef void (*dm_consumer_ready_cb)(int32_t partition, int64_t next_offset, void *arg);
+
+/* base and cfg are borrowed; callbacks fire from the event loop and may call
+ * acquire/release. NULL with err on failure. */
+struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
+                                    const char *node, dm_consumer_record_cb on_record,
+                                    dm_consumer_ready_cb on_ready, void *arg,
+                                    char err[DM_ERRLEN]);
+
+/* Stops consuming and frees. Blocks briefly (joins lookup threads). NULL: no-op. */
+void dm_consumer_free(struct dm_consumer *c);
+
+/* Starts reading partition from its log end; on_ready fires once positioned
+ * (retrying lookups until the broker answers). No-op if already acquired. */
+void dm_consumer_acquire(struct dm_consumer *c, int32_t partition);
+
+/* Stops reading partition. A pending acquire is abandoned (on_ready will
+ * not fire for it). No-op if not acquired. */
+void dm_consumer_release(struct dm_consumer *c, int32_t partition);
+
+#endif

@@ -1,0 +1,41 @@
+/* A minimal viewer: joins ?room= (default "demo") over /v1/ws and lists the
+ * comments as they arrive. The full demo stage comes with issue 7. */
+#include "broadcast/demo.h"
+
+const char dm_demo_page[] =
+    "<!doctype html>\n"
+    "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    "<title>danmaku viewer</title>\n"
+    "<style>body{font:15px system-ui,sans-serif;margin:2em;background:#111;color:#eee}"
+    "#log{list-style:none;padding:0}#log li{padding:2px 0}"
+    ".meta{color:#888;font-size:12px;margin-right:.6em}</style></head>\n"
+    "<body><h1>danmaku viewer</h1>\n"
+    "<p>room <b id=\"room\"></b> &middot; <span id=\"status\">connecting</span></p>\n"
+    "<ul id=\"log\"></ul>\n"
+    "<script>\n"
+    "const room = new URLSearchParams(location.search).get('room') || 'demo';\n"
+    "document.getElementById('room').textContent = room;\n"
+    "const status = document.getElementById('status'), log = document.getElementById('log');\n"
+    "function connect() {\n"
+    "  const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') +\n"
+    "      location.host + '/v1/ws?room=' + encodeURIComponent(room), 'danmaku.v1');\n"
+    "  ws.onmessage = (ev) => {\n"
+    "    const m = JSON.parse(ev.data);\n"
+    "    if (m.op === 'joined') status.textContent = 'joined, ' + m.online + ' online';\n"
+    "    if (m.op !== 'danmaku') return;\n"
+    "    const li = document.createElement('li'), meta = document.createElement('span');\n"
+    "    meta.className = 'meta';\n"
+    "    meta.textContent = '#' + m.offset + ' ' + m.data.name;\n"
+    "    li.appendChild(meta);\n"
+    "    li.appendChild(document.createTextNode(m.data.text));\n"
+    "    li.style.color = m.data.color;\n"
+    "    log.prepend(li);\n"
+    "    while (log.children.length > 200) log.lastChild.remove();\n"
+    "  };\n"
+    "  ws.onclose = () => { status.textContent = 'reconnecting'; setTimeout(connect, 1000); };\n"
+    "}\n"
+    "connect();\n"
+    "</script></body></html>\n";
+
+const size_t dm_demo_page_len = sizeof(dm_demo_page) - 1;

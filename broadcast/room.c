@@ -1,0 +1,157 @@
+/* Room table (chained hash on the room hash), members and shared frames. */
+#include "broadcast/room.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "common/hash.h"
+#include "common/util.h"
+#include "common/ws.h"
+
+struct dm_rooms {
+    int32_t partitions;
+    size_t count;
+    size_t nbuckets; /* power of two */
+    struct dm_room **buckets;
+};
+
+struct dm_rooms *dm_rooms_new(int32_t partitions)
+{
+    struct dm_rooms *t = dm_calloc(1, sizeof(*t));
+    t->partitions = partitions;
+    t->nbuckets = 64;
+    t->buckets = dm_calloc(t->nbuckets, sizeof(*t->buckets));
+    return t;
+}
+
+void dm_rooms_free(struct dm_rooms *t)
+{
+    if (t == NULL)
+        return;
+    DM_ASSERT(t->count == 0);
+    free(t->buckets);
+    free(t);
+}
+
+static size_t bucket_of(const struct dm_rooms *t, const char *name, size_t len)
+{
+    return dm_murmur2(name, len) & (t->nbuckets - 1);
+}
+
+struct dm_room *dm_rooms_find(struct dm_rooms *t, const char *name, size_t len)
+{
+    for (struct dm_room *r = t->buckets[bucket_of(t, name, len)]; r != NULL; r = r->next) {
+        if (r->name_len == len && memcmp(r->name, name, len) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void grow(struct dm_rooms *t)
+{
+    size_t old_n = t->nbuckets;
+    struct dm_room **old = t->buckets;
+
+    t->nbuckets *= 2;
+    t->buckets = dm_calloc(t->nbuckets, sizeof(*t->buckets));
+    for (size_t i = 0; i < old_n; i++) {
+        struct dm_room *r = old[i], *next;
+        for (; r != NULL; r = next) {
+            size_t b = bucket_of(t, r->name, r->name_len);
+            next = r->next;
+            r->next = t->buckets[b];
+            t->buckets[b] = r;
+        }
+    }
+    free(old);
+}
+
+struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const char *name,
+                                size_t len, bool *created)
+{
+    struct dm_room *r = dm_rooms_find(t, name, len);
+    struct dm_member *m;
+
+    DM_ASSERT(len > 0 && len <= DM_ROOM_MAX);
+    *created = r == NULL;
+    if (r == NULL) {
+        if (t->count + 1 > t->nbuckets)
+            grow(t);
+        r = dm_calloc(1, sizeof(*r));
+        memcpy(r->name, name, len);
+        r->name_len = len;
+        r->partition = dm_room_partition(name, len, t->partitions);
+        TAILQ_INIT(&r->members);
+        size_t b = bucket_of(t, name, len);
+        r->next = t->buckets[b];
+        t->buckets[b] = r;
+        t->count++;
+    }
+    m = dm_calloc(1, sizeof(*m));
+    m->conn = conn;
+    m->room = r;
+    TAILQ_INSERT_TAIL(&r->members, m, room_link);
+    r->count++;
+    return m;
+}
+
+bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int32_t *partition)
+{
+    struct dm_room *r = m->room;
+
+    TAILQ_REMOVE(&r->members, m, room_link);
+    r->count--;
+    free(m);
+    if (r->count > 0)
+        return false;
+
+    struct dm_room **pp = &t->buckets[bucket_of(t, r->name, r->name_len)];
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    t->count--;
+    *partition = r->partition;
+    free(r);
+    return true;
+}
+
+size_t dm_rooms_count(const struct dm_rooms *t)
+{
+    return t->count;
+}
+
+void dm_rooms_foreach_in_partition(struct dm_rooms *t, int32_t partition,
+                                   void (*fn)(struct dm_room *r, void *arg), void *arg)
+{
+    /* Partition changes are rare (a new partition's first viewers), so a scan
+     * of the table is cheaper than keeping per-partition lists. */
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        for (struct dm_room *r = t->buckets[i]; r != NULL; r = r->next) {
+            if (r->partition == partition)
+                fn(r, arg);
+        }
+    }
+}
+
+struct dm_frame *dm_frame_new_text(const char *payload, size_t len)
+{
+    struct dm_frame *f = dm_malloc(sizeof(*f) + DM_WS_MAX_HEADER + len);
+    size_t h = dm_ws_frame_header(f->data, DM_WS_OP_TEXT, true, len, NULL);
+    memcpy(f->data + h, payload, len);
+    f->len = h + len;
+    f->refs = 1;
+    return f;
+}
+
+void dm_frame_ref(struct dm_frame *f)
+{
+    f->refs++;
+}
+
+void dm_frame_unref(struct dm_frame *f)
+{
+    DM_ASSERT(f->refs > 0);
+    if (--f->refs == 0)
+        free(f);
+}

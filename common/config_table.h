@@ -1,0 +1,63 @@
+/* The one table of configuration keys (Redis config table, Varnish params).
+ *
+ * DM_CONF(name, TYPE, default, min, max, scope, help)
+ *   TYPE   STR (string), INT (integer), SIZE (bytes, k/m/g suffixes), BOOL
+ *   min/max bound INT and SIZE values (ignored for STR and BOOL)
+ *   scope  which binaries read the key: I ingest, B broadcast, IB both
+ *
+ * Each key is settable as --name-with-dashes=VALUE, as the environment
+ * variable DANMAKU_NAME, or as `name = value` in the file given by --config.
+ * Precedence: default < file < environment < command line. */
+
+/* Process */
+DM_CONF(log_level, STR, "info", 0, 0, IB, "log level: debug, info, warn, error")
+DM_CONF(node_id, STR, "", 0, 0, IB, "node name in logs and Redis (default: host-pid)")
+DM_CONF(listen_host, STR, "0.0.0.0", 0, 0, IB, "address to listen on")
+DM_CONF(port_file, STR, "", 0, 0, IB, "write the bound port to this file (for port 0)")
+
+/* Ingest HTTP */
+DM_CONF(http_port, INT, "8080", 0, 65535, I, "ingest HTTP port (0: pick a free one)")
+DM_CONF(max_body, SIZE, "4k", 256, 1048576, I, "largest accepted request body")
+DM_CONF(max_text_chars, INT, "100", 1, 1000, I, "longest comment text in code points")
+DM_CONF(http_timeout_ms, INT, "10000", 100, 600000, I, "HTTP read/write idle timeout")
+DM_CONF(retry_after_s, INT, "1", 1, 3600, I, "Retry-After seconds sent with 503")
+DM_CONF(cors_origins, STR, "*", 0, 0, I, "origins allowed to post from browsers: * or a comma list")
+
+/* JWT */
+DM_CONF(jwt_alg, STR, "HS256", 0, 0, IB, "pinned JWT algorithm: HS256, HS384, HS512, RS256, ES256")
+DM_CONF(jwt_secret, STR, "", 0, 0, IB, "HS* shared secret (prefer jwt_key_file)")
+DM_CONF(jwt_key_file, STR, "", 0, 0, IB, "file holding the HS* secret or the PEM public key")
+DM_CONF(jwt_leeway_s, INT, "30", 0, 600, IB, "clock leeway for exp/nbf/iat, seconds")
+DM_CONF(jwt_issuer, STR, "", 0, 0, IB, "required iss claim (empty: not checked)")
+DM_CONF(jwt_audience, STR, "", 0, 0, IB, "required aud claim (empty: not checked)")
+
+/* Kafka */
+DM_CONF(kafka_brokers, STR, "127.0.0.1:9092", 0, 0, IB, "Kafka bootstrap servers")
+DM_CONF(kafka_topic, STR, "danmaku.comments", 0, 0, IB, "comment topic")
+DM_CONF(kafka_partitions, INT, "32", 1, 100000, IB, "partition count P of the topic (room hash)")
+DM_CONF(kafka_linger_ms, INT, "2", 0, 1000, I, "producer linger.ms")
+DM_CONF(kafka_delivery_timeout_ms, INT, "5000", 100, 300000,
+        I, "give up on a record (answer 503) after this long")
+DM_CONF(kafka_queue_max, INT, "100000", 100, 10000000, I, "records in flight before 503")
+DM_CONF(kafka_fetch_wait_ms, INT, "5", 1, 1000, B, "consumer fetch.wait.max.ms")
+DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000,
+        B, "release a partition this long after its last local viewer left")
+
+/* Redis */
+DM_CONF(redis_host, STR, "127.0.0.1", 0, 0, IB, "Redis host")
+DM_CONF(redis_port, INT, "6379", 1, 65535, IB, "Redis port")
+DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
+DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000,
+        B, "TTL of this node's room counts in Redis (refreshed at a third of it)")
+
+/* Broadcast WebSocket */
+DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")
+DM_CONF(max_connections, INT, "19000", 1, 10000000, B, "connections this node accepts")
+DM_CONF(max_rooms, INT, "8", 1, 1024, B, "rooms one connection may join")
+DM_CONF(max_message, SIZE, "4k", 128, 1048576, B, "largest client message")
+DM_CONF(max_header, SIZE, "8k", 1024, 65536, B, "largest handshake request head")
+DM_CONF(max_client_outbuf, SIZE, "1m", 4096, 1073741824, B, "pending output per viewer before 4008")
+DM_CONF(heartbeat_ms, INT, "15000", 100, 600000, B, "server ping interval")
+DM_CONF(idle_timeout_ms, INT, "45000", 300, 3600000, B, "close a viewer silent this long")
+DM_CONF(handshake_timeout_ms, INT, "5000", 100, 600000, B, "time allowed for the handshake")
+DM_CONF(allow_anonymous, BOOL, "true", 0, 0, B, "viewers may watch without a token")

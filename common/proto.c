@@ -1,0 +1,389 @@
+/* Comment records and protocol messages, encoded and checked with jansson. */
+#include "common/proto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <jansson.h>
+
+#include "common/check.h"
+#include "common/hash.h"
+
+static const char *const mode_names[] = {"scroll", "top", "bottom"};
+static const char *const size_names[] = {"small", "normal", "large"};
+
+static int lookup_name(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], s) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Decodes one UTF-8 sequence of already-valid input (jansson validated it). */
+static uint32_t next_codepoint(const unsigned char **pp)
+{
+    const unsigned char *p = *pp;
+    uint32_t cp;
+    int extra;
+
+    if (p[0] < 0x80) {
+        cp = p[0];
+        extra = 0;
+    } else if (p[0] < 0xe0) {
+        cp = p[0] & 0x1f;
+        extra = 1;
+    } else if (p[0] < 0xf0) {
+        cp = p[0] & 0x0f;
+        extra = 2;
+    } else {
+        cp = p[0] & 0x07;
+        extra = 3;
+    }
+    for (int i = 1; i <= extra; i++)
+        cp = (cp << 6) | (p[i] & 0x3f);
+    *pp = p + 1 + extra;
+    return cp;
+}
+
+/* Checks the text: 1..max code points, no control characters, not blank. */
+static const char *check_text(const char *s, size_t len, size_t max_chars)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    size_t count = 0;
+    bool blank = true;
+
+    if (memchr(s, '\0', len) != NULL)
+        return "text must not contain NUL";
+    while (p < end) {
+        uint32_t cp = next_codepoint(&p);
+        if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+            return "text must not contain control characters";
+        if (cp != ' ' && cp != 0x3000 && cp != 0xa0)
+            blank = false;
+        if (++count > max_chars)
+            return "text is too long";
+    }
+    if (count == 0 || blank)
+        return "text must not be empty";
+    return NULL;
+}
+
+static bool parse_color(const char *s, char out[8])
+{
+    if (strlen(s) != 7 || s[0] != '#')
+        return false;
+    out[0] = '#';
+    for (int i = 1; i < 7; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'F')
+            c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        out[i] = c;
+    }
+    out[7] = '\0';
+    return true;
+}
+
+int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars,
+                             struct dm_comment *c, const char **field, const char **reason)
+{
+    json_error_t jerr;
+    json_t *root, *v;
+    const char *key;
+    int rc = -1;
+
+    memset(c, 0, sizeof(*c));
+    strcpy(c->color, "#ffffff");
+    c->mode = DM_MODE_SCROLL;
+    c->size = DM_SIZE_NORMAL;
+
+    *field = "body";
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        *reason = "body is not valid JSON";
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        *reason = "body must be a JSON object";
+        goto out;
+    }
+    json_object_foreach(root, key, v)
+    {
+        *field = key;
+        if (strcmp(key, "text") == 0) {
+            if (!json_is_string(v)) {
+                *reason = "text must be a string";
+                goto out;
+            }
+            *reason = check_text(json_string_value(v), json_string_length(v), max_text_chars);
+            if (*reason != NULL)
+                goto out;
+            c->text = dm_strndup(json_string_value(v), json_string_length(v));
+        } else if (strcmp(key, "color") == 0) {
+            if (!json_is_string(v) || !parse_color(json_string_value(v), c->color)) {
+                *reason = "color must be \"#rrggbb\"";
+                goto out;
+            }
+        } else if (strcmp(key, "mode") == 0) {
+            int m = json_is_string(v) ? lookup_name(mode_names, DM_ARRAY_LEN(mode_names),
+                                                    json_string_value(v))
+                                      : -1;
+            if (m < 0) {
+                *reason = "mode must be scroll, top or bottom";
+                goto out;
+            }
+            c->mode = (enum dm_mode)m;
+        } else if (strcmp(key, "size") == 0) {
+            int s = json_is_string(v) ? lookup_name(size_names, DM_ARRAY_LEN(size_names),
+                                                    json_string_value(v))
+                                      : -1;
+            if (s < 0) {
+                *reason = "size must be small, normal or large";
+                goto out;
+            }
+            c->size = (enum dm_size)s;
+        } else if (strcmp(key, "vt") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                *reason = "vt must be a non-negative integer (ms)";
+                goto out;
+            }
+            c->has_vt = true;
+            c->vt = json_integer_value(v);
+        } else {
+            *reason = "unknown field";
+            goto out;
+        }
+    }
+    if (c->text == NULL) {
+        *field = "text";
+        *reason = "text is required";
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    if (rc < 0)
+        dm_comment_fini(c);
+    return rc;
+}
+
+void dm_comment_new_id(struct dm_comment *c, int64_t ts_ms)
+{
+    static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    unsigned char b[16];
+    uint64_t t = (uint64_t)ts_ms;
+
+    for (int i = 5; i >= 0; i--) {
+        b[i] = (unsigned char)(t & 0xff);
+        t >>= 8;
+    }
+    if (getrandom(b + 6, 10, 0) != 10)
+        DM_PANIC("getrandom failed");
+    /* 128 bits → 26 base32 digits, most significant first (2 leading pad bits). */
+    for (int i = 0; i < DM_ID_LEN; i++) {
+        int bit = i * 5 - 2, v = 0;
+        for (int j = 0; j < 5; j++, bit++) {
+            v <<= 1;
+            if (bit >= 0)
+                v |= (b[bit / 8] >> (7 - bit % 8)) & 1;
+        }
+        c->id[i] = alphabet[v];
+    }
+    c->id[DM_ID_LEN] = '\0';
+}
+
+static char *dump(json_t *o, size_t *len)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    DM_AN(s);
+    json_decref(o);
+    *len = strlen(s);
+    return s;
+}
+
+char *dm_comment_encode(const struct dm_comment *c, size_t *len)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "id", json_string(c->id));
+    json_object_set_new(o, "room", json_string(c->room));
+    json_object_set_new(o, "uid", json_string(c->uid));
+    json_object_set_new(o, "name", json_string(c->name));
+    json_object_set_new(o, "text", json_string(c->text));
+    json_object_set_new(o, "color", json_string(c->color));
+    json_object_set_new(o, "mode", json_string(mode_names[c->mode]));
+    json_object_set_new(o, "size", json_string(size_names[c->size]));
+    json_object_set_new(o, "ts", json_integer(c->ts));
+    if (c->has_vt)
+        json_object_set_new(o, "vt", json_integer(c->vt));
+    if (c->prio > 0)
+        json_object_set_new(o, "prio", json_integer(c->prio));
+    return dump(o, len);
+}
+
+void dm_comment_fini(struct dm_comment *c)
+{
+    free(c->text);
+    c->text = NULL;
+}
+
+int dm_record_inspect(const char *value, size_t len, const char *room, size_t room_len)
+{
+    json_t *root = json_loadb(value, len, 0, NULL), *r, *t;
+    int type = -1;
+
+    if (root == NULL)
+        return -1;
+    r = json_object_get(root, "room");
+    if (!json_is_object(root) || !json_is_string(r) || json_string_length(r) != room_len ||
+        memcmp(json_string_value(r), room, room_len) != 0)
+        goto out;
+    t = json_object_get(root, "type");
+    if (t == NULL)
+        type = DM_RECORD_COMMENT;
+    else if (json_is_string(t) && strcmp(json_string_value(t), "retract") == 0)
+        type = DM_RECORD_RETRACT;
+    else
+        type = DM_RECORD_UNKNOWN;
+out:
+    json_decref(root);
+    return type;
+}
+
+size_t dm_msg_danmaku(char *out, size_t outlen, const char *room, int64_t offset,
+                      const char *record, size_t record_len)
+{
+    /* The room id pattern needs no JSON escaping, and the record is already
+     * compact JSON, so the frame is a concatenation. */
+    int n = snprintf(out, outlen, "{\"op\":\"danmaku\",\"room\":\"%s\",\"offset\":%lld,\"data\":",
+                     room, (long long)offset);
+    if (n < 0 || (size_t)n + record_len + 1 >= outlen)
+        return 0;
+    memcpy(out + n, record, record_len);
+    out[(size_t)n + record_len] = '}';
+    out[(size_t)n + record_len + 1] = '\0';
+    return (size_t)n + record_len + 1;
+}
+
+char *dm_msg_hello(const char *node, int64_t heartbeat_ms, int max_rooms, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s,s:I,s:i}", "op", "hello", "node", node, "heartbeat_ms",
+                          (json_int_t)heartbeat_ms, "max_rooms", max_rooms),
+                len);
+}
+
+char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recovered,
+                    int64_t online, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s,s:I,s:I,s:b,s:I}", "op", "joined", "room", room, "epoch",
+                          (json_int_t)epoch, "offset", (json_int_t)offset, "recovered",
+                          recovered, "online", (json_int_t)online),
+                len);
+}
+
+char *dm_msg_pong(bool has_id, int64_t id, size_t *len)
+{
+    if (has_id)
+        return dump(json_pack("{s:s,s:I}", "op", "pong", "id", (json_int_t)id), len);
+    return dump(json_pack("{s:s}", "op", "pong"), len);
+}
+
+char *dm_msg_error(const char *code, const char *message, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s,s:s}", "op", "error", "code", code, "message", message), len);
+}
+
+static int get_opt_int(json_t *root, const char *name, bool *has, int64_t *out)
+{
+    json_t *v = json_object_get(root, name);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return -1;
+    *has = true;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int dm_client_msg_parse(const char *data, size_t len, struct dm_client_msg *m,
+                        const char **reason)
+{
+    json_t *root, *op, *room, *token;
+    int rc = -1;
+
+    memset(m, 0, sizeof(*m));
+    root = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+    if (root == NULL || !json_is_object(root)) {
+        *reason = "message must be a JSON object";
+        goto out;
+    }
+    op = json_object_get(root, "op");
+    if (!json_is_string(op)) {
+        *reason = "op is required";
+        goto out;
+    }
+    const char *ops = json_string_value(op);
+    if (strcmp(ops, "join") == 0)
+        m->op = DM_OP_JOIN;
+    else if (strcmp(ops, "leave") == 0)
+        m->op = DM_OP_LEAVE;
+    else if (strcmp(ops, "auth") == 0)
+        m->op = DM_OP_AUTH;
+    else if (strcmp(ops, "ping") == 0)
+        m->op = DM_OP_PING;
+    else {
+        *reason = "unknown op";
+        goto out;
+    }
+    if (m->op == DM_OP_JOIN || m->op == DM_OP_LEAVE) {
+        room = json_object_get(root, "room");
+        if (!json_is_string(room) ||
+            !dm_room_id_valid(json_string_value(room), json_string_length(room))) {
+            *reason = "room must match [A-Za-z0-9_.:-]{1,64}";
+            goto out;
+        }
+        memcpy(m->room, json_string_value(room), json_string_length(room) + 1);
+    }
+    if (get_opt_int(root, "offset", &m->has_offset, &m->offset) < 0 ||
+        get_opt_int(root, "epoch", &m->has_epoch, &m->epoch) < 0 ||
+        get_opt_int(root, "id", &m->has_id, &m->id) < 0) {
+        *reason = "offset, epoch and id must be integers";
+        goto out;
+    }
+    if (m->op == DM_OP_AUTH) {
+        token = json_object_get(root, "token");
+        if (!json_is_string(token)) {
+            *reason = "token must be a string";
+            goto out;
+        }
+        m->token = dm_strndup(json_string_value(token), json_string_length(token));
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void dm_client_msg_fini(struct dm_client_msg *m)
+{
+    free(m->token);
+    m->token = NULL;
+}
+
+char *dm_msg_accepted(const char *id, const char *room, int32_t partition, int64_t offset,
+                      int64_t ts, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s,s:i,s:I,s:I}", "id", id, "room", room, "partition",
+                          (int)partition, "offset", (json_int_t)offset, "ts", (json_int_t)ts),
+                len);
+}
+
+char *dm_msg_http_error(const char *code, const char *message, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s}", "error", code, "message", message), len);
+}

@@ -1,0 +1,34 @@
+/* The ingest node context: the handles every ingest module is given. */
+#ifndef DM_SERVER_INGEST_H
+#define DM_SERVER_INGEST_H
+
+#include "common/util.h"
+
+struct event_base;
+struct dm_config;
+struct dm_jwt_verifier;
+struct dm_producer;
+struct dm_http;
+
+struct dm_ingest {
+    struct event_base *base;            /* borrowed from main */
+    const struct dm_config *cfg;        /* borrowed from main */
+    const char *node;                   /* borrowed: cfg->node_id or a generated name */
+    struct dm_jwt_verifier *verifier;   /* owned */
+    struct dm_producer *producer;       /* owned */
+    struct dm_http *http;               /* owned */
+};
+
+/* Builds the node: JWT verifier, Kafka producer, HTTP listener. base, cfg and
+ * node are borrowed. Returns NULL with err filled on a startup error. */
+struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
+                                const char *node, char err[DM_ERRLEN]);
+
+/* Graceful stop, step one: stop accepting connections. */
+void dm_ingest_stop_accepting(struct dm_ingest *in);
+
+/* Flushes Kafka (answering the requests still waiting), then frees all.
+ * NULL is a no-op. */
+void dm_ingest_free(struct dm_ingest *in);
+
+#endif

@@ -1,0 +1,222 @@
+/* Kafka producer wired into libevent. */
+#include "server/producer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/kafka.h"
+#include "common/log.h"
+
+#define DM_PRODUCER_MAGIC 0x70726f64u
+
+struct dm_producer {
+    unsigned magic;
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    rd_kafka_queue_t *mainq;
+    int wake[2];             /* librdkafka writes to wake[1] when reports wait */
+    struct event *wake_ev;   /* wake[0] readable */
+    struct event *poll_ev;   /* safety net: poll every 100 ms */
+    bool brokers_down;
+    bool fatal;
+    int in_flight;
+};
+
+/* Per-record opaque: who to tell. */
+struct delivery {
+    dm_producer_delivery_cb cb;
+    void *arg;
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct dm_producer *p = opaque;
+    struct delivery *d = m->_private;
+    DM_UNUSED(rk);
+
+    DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
+    p->in_flight--;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        p->brokers_down = false;
+        d->cb(NULL, m->partition, m->offset, d->arg);
+    } else {
+        DM_LOG(DM_LOG_WARN, "msg=\"delivery failed\" partition=%d err=\"%s\"", m->partition,
+               rd_kafka_err2str(m->err));
+        d->cb(rd_kafka_err2str(m->err), m->partition, -1, d->arg);
+    }
+    free(d);
+}
+
+static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct dm_producer *p = opaque;
+    char buf[256];
+
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        p->brokers_down = true;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        p->fatal = true;
+        DM_LOG(DM_LOG_ERROR, "msg=\"kafka fatal error\" detail=\"%s\"", buf);
+        return;
+    }
+    DM_LOG(DM_LOG_WARN, "msg=\"kafka error\" err=\"%s\" detail=\"%s\"",
+           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void drain_reports(struct dm_producer *p)
+{
+    rd_kafka_poll(p->rk, 0);
+}
+
+static void on_wake_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_producer *p = arg;
+    char buf[64];
+    DM_UNUSED(what);
+
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    drain_reports(p);
+}
+
+static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    drain_reports(arg);
+}
+
+struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_config *cfg,
+                                    char err[DM_ERRLEN])
+{
+    struct dm_producer *p = dm_calloc(1, sizeof(*p));
+    rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
+    char errstr[160];
+    struct timeval tick = {0, 100 * 1000};
+
+    p->magic = DM_PRODUCER_MAGIC;
+    p->wake[0] = p->wake[1] = -1;
+
+    if (dm_kafka_conf_set(conf, "enable.idempotence", "true", err) < 0 ||
+        dm_kafka_conf_set(conf, "acks", "all", err) < 0 ||
+        dm_kafka_conf_set_int(conf, "linger.ms", cfg->kafka_linger_ms, err) < 0 ||
+        dm_kafka_conf_set_int(conf, "message.timeout.ms", cfg->kafka_delivery_timeout_ms, err) <
+            0 ||
+        dm_kafka_conf_set_int(conf, "queue.buffering.max.messages", cfg->kafka_queue_max, err) <
+            0)
+        goto fail_conf;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_kafka_error);
+    rd_kafka_conf_set_opaque(conf, p);
+
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (p->rk == NULL) {
+        snprintf(err, DM_ERRLEN, "kafka producer: %s", errstr);
+        goto fail_conf;
+    }
+    conf = NULL; /* owned by rk now */
+    p->rkt = rd_kafka_topic_new(p->rk, cfg->kafka_topic, NULL);
+    if (p->rkt == NULL) {
+        snprintf(err, DM_ERRLEN, "kafka topic %s: %s", cfg->kafka_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        goto fail;
+    }
+
+    if (pipe2(p->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
+        snprintf(err, DM_ERRLEN, "pipe: %s", strerror(e));
+        goto fail;
+    }
+    p->mainq = rd_kafka_queue_get_main(p->rk);
+    rd_kafka_queue_io_event_enable(p->mainq, p->wake[1], "w", 1);
+    p->wake_ev = event_new(base, p->wake[0], EV_READ | EV_PERSIST, on_wake_read, p);
+    p->poll_ev = event_new(base, -1, EV_PERSIST, on_poll_timer, p);
+    if (p->wake_ev == NULL || p->poll_ev == NULL || event_add(p->wake_ev, NULL) < 0 ||
+        event_add(p->poll_ev, &tick) < 0) {
+        snprintf(err, DM_ERRLEN, "producer events: cannot register");
+        goto fail;
+    }
+    return p;
+
+fail_conf:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+fail:
+    dm_producer_free(p, 0);
+    return NULL;
+}
+
+void dm_producer_free(struct dm_producer *p, int timeout_ms)
+{
+    if (p == NULL)
+        return;
+    DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
+    if (p->rk != NULL) {
+        rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            DM_LOG(DM_LOG_WARN, "msg=\"flush incomplete\" in_flight=%d err=\"%s\"",
+                   p->in_flight, rd_kafka_err2str(e));
+        /* Anything still queued is purged so its callback fires (with an error). */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(p->rk, 0);
+    }
+    if (p->wake_ev != NULL)
+        event_free(p->wake_ev);
+    if (p->poll_ev != NULL)
+        event_free(p->poll_ev);
+    if (p->mainq != NULL) {
+        rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+        rd_kafka_queue_destroy(p->mainq);
+    }
+    if (p->rkt != NULL)
+        rd_kafka_topic_destroy(p->rkt);
+    if (p->rk != NULL)
+        rd_kafka_destroy(p->rk);
+    if (p->wake[0] >= 0)
+        close(p->wake[0]);
+    if (p->wake[1] >= 0)
+        close(p->wake[1]);
+    p->magic = 0;
+    free(p);
+}
+
+int dm_producer_send(struct dm_producer *p, int32_t partition, const char *key, size_t keylen,
+                     const char *value, size_t len, dm_producer_delivery_cb cb, void *arg)
+{
+    struct delivery *d;
+
+    DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
+    if (p->fatal)
+        return -1;
+    d = dm_malloc(sizeof(*d));
+    d->cb = cb;
+    d->arg = arg;
+    if (rd_kafka_produce(p->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)(uintptr_t)value, len,
+                         key, keylen, d) < 0) {
+        DM_LOG(DM_LOG_DEBUG, "msg=\"produce refused\" err=\"%s\"",
+               rd_kafka_err2str(rd_kafka_last_error()));
+        free(d);
+        return -1;
+    }
+    p->in_flight++;
+    return 0;
+}
+
+bool dm_producer_ready(const struct dm_producer *p)
+{
+    return !p->fatal && !p->brokers_down;
+}
+
+int dm_producer_in_flight(const struct dm_producer *p)
+{
+    return p->in_flight;
+}

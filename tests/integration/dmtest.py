@@ -1,0 +1,230 @@
+"""Helpers for the integration tests: start the real binaries on port 0,
+talk HTTP and WebSocket to them, and check their stderr for sanitizer
+reports. The WebSocket client here is deliberately independent of
+common/ws.c, so a bug there cannot hide itself."""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("DANMAKU_BUILD", os.path.join(ROOT, "build", "default"))
+BIN = os.path.join(BUILD, "bin")
+SECRET_FILE = os.path.join(ROOT, "tests", "fixtures", "dev-secret.txt")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "ThreadSanitizer", "panic:")
+
+
+def env(name, default=None):
+    value = os.environ.get(name, default)
+    if value is None:
+        raise RuntimeError(f"{name} is not set: run the tests through tests/run.sh")
+    return value
+
+
+def kafka_bootstrap():
+    return env("DANMAKU_TEST_KAFKA_BOOTSTRAP")
+
+
+def redis_port():
+    return env("DANMAKU_TEST_REDIS_PORT")
+
+
+def topic():
+    return env("DANMAKU_TEST_TOPIC", "danmaku.comments")
+
+
+def partitions():
+    return int(env("DANMAKU_TEST_PARTITIONS", "32"))
+
+
+def mint(sub="alice", ttl=600, **claims):
+    args = [os.path.join(BIN, "danmaku-token"), "mint", "--alg", "HS256",
+            "--secret-file", SECRET_FILE, "--sub", sub, "--ttl", str(ttl)]
+    for key, value in claims.items():
+        args += ["--" + key, str(value)]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Node:
+    """One server process started with port 0; its port is read from the port file."""
+
+    def __init__(self, binary, args, port_flag):
+        self.dir = tempfile.mkdtemp(prefix="dm-node-")
+        self.port_file = os.path.join(self.dir, "port")
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        self.stderr = open(self.stderr_path, "wb")
+        cmd = [os.path.join(BIN, binary), "--listen-host", "127.0.0.1", port_flag, "0",
+               "--port-file", self.port_file, "--log-level", "debug"] + args
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     stdin=subprocess.DEVNULL)
+        self.port = self._wait_port()
+
+    def _wait_port(self, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.proc.args[0]} exited {self.proc.returncode}:\n"
+                                   + self.log())
+            try:
+                with open(self.port_file) as f:
+                    return int(f.read().strip())
+            except (FileNotFoundError, ValueError):
+                time.sleep(0.02)
+        raise RuntimeError("no port file from " + self.proc.args[0])
+
+    def log(self):
+        self.stderr.flush()
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout=20):
+        """SIGTERM, wait, and return (exit status, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode, self.log()
+
+    def assert_clean_exit(self):
+        code, log = self.stop()
+        bad = [line for line in log.splitlines() if any(m in line for m in SANITIZER_MARKS)]
+        assert not bad, "sanitizer or panic report:\n" + log[-6000:]
+        assert code == 0, f"exit status {code}:\n" + log[-3000:]
+
+
+def start_ingest(*extra, brokers=None):
+    return Node("danmaku-ingest",
+                ["--kafka-brokers", brokers or kafka_bootstrap(), "--kafka-topic", topic(),
+                 "--kafka-partitions", str(partitions()), "--jwt-key-file", SECRET_FILE,
+                 "--redis-port", redis_port()] + list(extra), "--http-port")
+
+
+def start_broadcast(*extra):
+    return Node("danmaku-broadcast",
+                ["--kafka-brokers", kafka_bootstrap(), "--kafka-topic", topic(),
+                 "--kafka-partitions", str(partitions()), "--redis-port", redis_port(),
+                 "--heartbeat-ms", "1000"] + list(extra), "--ws-port")
+
+
+def http(port, method, path, body=None, headers=None, timeout=15):
+    """Returns (status, headers dict with lower-case names, parsed JSON or raw text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = dict(headers or {})
+    if data is not None and "Content-Type" not in hdrs:
+        hdrs["Content-Type"] = "application/json"
+    conn.request(method, path, body=data, headers=hdrs)
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, parsed
+
+
+def post_comment(port, room, text, token, **fields):
+    body = {"text": text}
+    body.update(fields)
+    return http(port, "POST", f"/v1/rooms/{room}/danmaku", body,
+                {"Authorization": "Bearer " + token})
+
+
+class WSClient:
+    """A small RFC 6455 client: masked frames out, unmasked frames in."""
+
+    def __init__(self, port, path="/v1/ws", protocol="danmaku.v1", timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n")
+        if protocol:
+            req += f"Sec-WebSocket-Protocol: {protocol}\r\n"
+        self.sock.sendall((req + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake: " + repr(self.buf))
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                        for l in lines[1:]}
+        if self.status == 101:
+            expect = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B65").encode()).digest()).decode()
+            assert self.headers.get("sec-websocket-accept") == expect
+
+    def _recv_exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def recv_frame(self, timeout=10):
+        """Returns (opcode, payload bytes)."""
+        self.sock.settimeout(timeout)
+        b0, b1 = self._recv_exact(2)
+        assert b1 & 0x80 == 0, "server frames must not be masked"
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._recv_exact(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._recv_exact(8))[0]
+        return b0 & 0x0F, self._recv_exact(n)
+
+    def recv_json(self, timeout=10):
+        """Next text message as JSON, answering pings on the way."""
+        deadline = time.time() + timeout
+        while True:
+            op, payload = self.recv_frame(max(0.01, deadline - time.time()))
+            if op == 0x9:
+                self.send_frame(0xA, payload)
+            elif op == 0x1:
+                return json.loads(payload)
+            elif op == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                raise ConnectionError(f"closed by server with {code}")
+
+    def send_frame(self, opcode, payload, fin=True):
+        mask = os.urandom(4)
+        head = bytes([(0x80 if fin else 0) | opcode])
+        n = len(payload)
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def send_json(self, obj):
+        self.send_frame(0x1, json.dumps(obj).encode())
+
+    def close(self):
+        try:
+            self.send_frame(0x8, struct.pack("!H", 1000))
+        except OSError:
+            pass
+        self.sock.close()

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, build the default and the ASan+UBSan
+# builds, start real Redis and a real Kafka broker, run every unit and
+# integration test against both builds, stop everything, and print one final
+# line "N passed, N failed". Exit status 0 only when nothing failed.
+#
+#   TEST_MODES="default address"   builds to test (default: both)
+#   PYTEST_ARGS="-k pipeline"      extra pytest arguments
+set -uo pipefail
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+MODES=${TEST_MODES:-default address}
+JOBS=$(nproc 2>/dev/null || echo 2)
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-test.XXXXXX")
+passed=0
+failed=0
+
+cleanup() {
+    tests/services/services.sh stop "$STATE" >/dev/null 2>&1 || true
+    rm -rf -- "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+    echo "tests/run.sh: $*" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+deploy/install-deps.sh || die "installing dependencies failed"
+
+for mode in $MODES; do
+    san=
+    [[ $mode == default ]] || san="SANITIZER=$mode"
+    echo "== build ($mode)"
+    make -j"$JOBS" $san all >"$STATE/build-$mode.log" 2>&1 || {
+        tail -50 "$STATE/build-$mode.log"
+        die "build ($mode) failed"
+    }
+done
+
+echo "== starting Redis and Kafka"
+tests/services/services.sh start "$STATE" >/dev/null || die "could not start the test services"
+# shellcheck disable=SC1091
+. "$STATE/env"
+
+# Sanitizer settings for every binary the tests start.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
+
+for mode in $MODES; do
+    echo "== unit tests ($mode)"
+    for t in build/"$mode"/tests/test_*; do
+        [[ -x $t ]] || continue
+        out=$("$t" 2>&1)
+        rc=$?
+        ok=$(grep -c '^ok ' <<<"$out")
+        bad=$(grep -c '^not ok ' <<<"$out")
+        if ((rc != 0 && bad == 0)); then
+            bad=1 # crashed or reported a sanitizer error outside a check
+        fi
+        passed=$((passed + ok))
+        failed=$((failed + bad))
+        printf '   %-28s %4d passed, %d failed\n' "$(basename "$t")" "$ok" "$bad"
+        ((bad == 0)) || grep -v '^ok ' <<<"$out" | tail -40
+    done
+
+    echo "== integration tests ($mode)"
+    xml="$STATE/pytest-$mode.xml"
+    # shellcheck disable=SC2086
+    DANMAKU_BUILD="$ROOT/build/$mode" python3 -m pytest -q -p no:cacheprovider \
+        --junitxml="$xml" ${PYTEST_ARGS:-} tests/integration
+    counts=$(python3 - "$xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 1"); sys.exit()
+suites = [root] if root.tag == "testsuite" else list(root)
+total = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(total - bad - skipped, bad if total else 1)
+PY
+)
+    passed=$((passed + ${counts% *}))
+    failed=$((failed + ${counts#* }))
+done
+
+echo
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, broker+controller in one JVM)
+# for integration and end-to-end tests, run from the official Maven Central
+# artifacts on the machine's JDK (DESIGN.md §9).
+#
+#   kafka.sh fetch              fill the jar cache (runs Maven once per version)
+#   kafka.sh classpath          print the classpath (for Kafka's console tools)
+#   kafka.sh start <statedir>   start on free 127.0.0.1 ports, create the topic,
+#                               print "bootstrap=127.0.0.1:<port>" on stdout
+#   kafka.sh stop <statedir>    stop it (always succeeds)
+#
+# Environment:
+#   DANMAKU_KAFKA_VERSION        Kafka version (default below; keep pom.xml in step)
+#   DANMAKU_KAFKA_CACHE          jar cache directory
+#                                (default ${XDG_CACHE_HOME:-$HOME/.cache}/danmaku/kafka-<version>)
+#   DANMAKU_TOPIC                topic to create (default danmaku.comments)
+#   DANMAKU_PARTITIONS           its partition count (default 32)
+#   DANMAKU_KAFKA_HEAP           JVM heap flags (default "-Xms128m -Xmx512m")
+#   DANMAKU_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
+#   JAVA_HOME                    JDK to use (default: java on PATH)
+#
+# Files in <statedir>: kafka.pid, kafka.port (broker), kafka.controller.port,
+# kafka.bootstrap, kafka.log (the broker JVM's output), kafka-tools.log (storage
+# format and topic creation), kafka/ (config and data).
+set -euo pipefail
+
+SVC_NAME=kafka.sh
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=tests/services/lib.sh
+. "$HERE/lib.sh"
+
+VERSION=${DANMAKU_KAFKA_VERSION:-3.9.2}
+CACHE=${DANMAKU_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/danmaku/kafka-$VERSION}
+TOPIC=${DANMAKU_TOPIC:-danmaku.comments}
+PARTITIONS=${DANMAKU_PARTITIONS:-32}
+HEAP=${DANMAKU_KAFKA_HEAP:--Xms128m -Xmx512m}
+START_TIMEOUT=${DANMAKU_KAFKA_START_TIMEOUT:-90}
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+MVN=${DANMAKU_MVN:-mvn}
+
+BROKER_MAIN=kafka.Kafka
+STORAGE_MAIN=kafka.tools.StorageTool
+TOPIC_MAIN=org.apache.kafka.tools.TopicCommand
+
+usage() {
+    echo "usage: $0 fetch | classpath | start <statedir> | stop <statedir>" >&2
+    exit 2
+}
+
+# The stamp records the version and the POM it was fetched with, so editing
+# pom.xml refetches and an interrupted fetch never counts as complete.
+stamp_text() {
+    printf 'kafka=%s pom=%s\n' "$VERSION" "$(sha256sum <"$HERE/pom.xml" | cut -d' ' -f1)"
+}
+
+cache_complete() {
+    [[ -f $CACHE/complete.stamp && $(<"$CACHE/complete.stamp") == "$(stamp_text)" ]]
+}
+
+fetch() {
+    local tmp
+    cache_complete && return 0
+    command -v "$MVN" >/dev/null || svc_die "mvn not found (run deploy/install-deps.sh)"
+    mkdir -p -- "$CACHE"
+    # Concurrent test runs share the cache: one fetches, the others wait.
+    exec 9>"$CACHE/.lock"
+    flock -w 600 9 || svc_die "timed out waiting for another fetch into $CACHE"
+    if ! cache_complete; then
+        svc_log "fetching Apache Kafka $VERSION from Maven (first run only) into $CACHE"
+        tmp=$(mktemp -d "$CACHE/.fetch.XXXXXX")
+        if ! "$MVN" -q -B -Dstyle.color=never -f "$HERE/pom.xml" \
+            -Dkafka.version="$VERSION" \
+            dependency:copy-dependencies -DoutputDirectory="$tmp/libs" \
+            </dev/null >"$CACHE/fetch.log" 2>&1; then
+            rm -rf -- "$tmp"
+            svc_tail "$CACHE/fetch.log"
+            svc_die "Maven could not fetch org.apache.kafka:kafka_2.13:$VERSION"
+        fi
+        [[ -f $tmp/libs/kafka_2.13-$VERSION.jar ]] || {
+            rm -rf -- "$tmp"
+            svc_die "Maven finished but kafka_2.13-$VERSION.jar is missing"
+        }
+        rm -rf -- "$CACHE/libs"
+        mv -- "$tmp/libs" "$CACHE/libs"
+        rmdir -- "$tmp"
+        stamp_text >"$CACHE/complete.stamp"
+    fi
+    exec 9>&-
+}
+
+classpath() {
+    printf '%s/libs/*\n' "$CACHE"
+}
+
+check_java() {
+    local line major
+    command -v "$JAVA" >/dev/null || svc_die "java not found (run deploy/install-deps.sh)"
+    line=$("$JAVA" -version 2>&1 | head -n1)
+    major=$(sed -E -n 's/.*version "(1\.)?([0-9]+).*/\2/p' <<<"$line")
+    [[ -n $major ]] || svc_die "cannot parse the Java version from: $line"
+    ((major >= 11)) || svc_die "Kafka $VERSION needs Java 11 or newer, found: $line"
+}
+
+# java_tool MAIN ARGS...: runs one of Kafka's command-line classes in the
+# foreground with quiet logging (a short-lived JVM: C1 only, small heap),
+# appending its output to kafka-tools.log; shows that output on failure.
+java_tool() {
+    local main=$1 rc=0
+    shift
+    "$JAVA" -Xms32m -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -Djava.awt.headless=true \
+        -Dlog4j.configuration="file:$STATE/kafka/tools-log4j.properties" \
+        -cp "$(classpath)" "$main" "$@" </dev/null >>"$STATE/kafka-tools.log" 2>&1 || rc=$?
+    ((rc == 0)) || svc_tail "$STATE/kafka-tools.log" 20
+    return "$rc"
+}
+
+write_config() {
+    local bport=$1 cport=$2 dir=$STATE/kafka
+    cat >"$dir/server.properties" <<EOF
+# Single-node KRaft test broker written by tests/services/kafka.sh.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.cleaner.enable=true
+EOF
+    cat >"$dir/log4j.properties" <<'EOF'
+log4j.rootLogger=INFO, out
+log4j.appender.out=org.apache.log4j.ConsoleAppender
+log4j.appender.out.Target=System.out
+log4j.appender.out.layout=org.apache.log4j.PatternLayout
+log4j.appender.out.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.org.apache.kafka.storage.internals.log=WARN
+log4j.logger.kafka.log=WARN
+log4j.logger.kafka.server.KafkaConfig=WARN
+EOF
+    cat >"$dir/tools-log4j.properties" <<'EOF'
+log4j.rootLogger=WARN, err
+log4j.appender.err=org.apache.log4j.ConsoleAppender
+log4j.appender.err.Target=System.err
+log4j.appender.err.layout=org.apache.log4j.PatternLayout
+log4j.appender.err.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+}
+
+# A cluster id is 16 random bytes in unpadded base64url (Kafka's Uuid).
+random_cluster_id() {
+    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+}
+
+broker_pid_matches() {
+    svc_pid_matches "$1" "$BROKER_MAIN" "$STATE/kafka/server.properties"
+}
+
+# launch: starts the broker JVM in the background and prints its pid. The JVM
+# reads nothing from stdin and writes only to kafka.log, so callers that
+# capture this script's output are never held open by it.
+launch() {
+    # shellcheck disable=SC2086 # HEAP is a list of flags
+    "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j.configuration="file:$STATE/kafka/log4j.properties" \
+        -cp "$(classpath)" "$BROKER_MAIN" "$STATE/kafka/server.properties" \
+        </dev/null >>"$STATE/kafka.log" 2>&1 &
+    echo "$!"
+}
+
+# wait_ready PID PORT: 0 once the broker logged that it started and accepts
+# connections, 1 if the JVM died, 2 on timeout.
+wait_ready() {
+    local pid=$1 port=$2 deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        svc_alive "$pid" || return 1
+        if grep -q 'Kafka Server started' "$STATE/kafka.log" && svc_port_open "$port"; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 2
+}
+
+STARTED_PID=
+TAIL_BROKER_LOG=
+
+on_start_exit() {
+    local rc=$?
+    if ((rc != 0)) && [[ -n $STARTED_PID ]]; then
+        [[ -z $TAIL_BROKER_LOG ]] || svc_tail "$STATE/kafka.log"
+        svc_log "stopping the half-started broker (pid $STARTED_PID)"
+        kill -KILL "$STARTED_PID" 2>/dev/null || true
+        svc_wait_gone "$STARTED_PID" 10 || true
+        rm -f -- "$STATE/kafka.pid" "$STATE/kafka.port" "$STATE/kafka.controller.port" \
+            "$STATE/kafka.bootstrap"
+    fi
+}
+
+start() {
+    local attempt ports bport cport pid rc t0=$SECONDS
+    [[ $PARTITIONS =~ ^[1-9][0-9]*$ ]] || svc_die "DANMAKU_PARTITIONS must be a positive integer"
+    [[ $TOPIC =~ ^[A-Za-z0-9._-]{1,249}$ ]] || svc_die "DANMAKU_TOPIC is not a valid topic name"
+    if [[ -f $STATE/kafka.pid ]] && broker_pid_matches "$(<"$STATE/kafka.pid")"; then
+        svc_die "already running in $STATE (stop it first)"
+    fi
+    check_java
+    fetch
+
+    trap on_start_exit EXIT
+    for attempt in 1 2 3; do
+        rm -rf -- "$STATE/kafka"
+        rm -f -- "$STATE/kafka.pid" "$STATE/kafka.port" "$STATE/kafka.controller.port" \
+            "$STATE/kafka.bootstrap"
+        mkdir -p -- "$STATE/kafka/data"
+        : >"$STATE/kafka.log"
+        : >"$STATE/kafka-tools.log"
+        ports=$(svc_free_ports 2) || svc_die "cannot find free ports (python3 missing?)"
+        read -r bport cport <<<"$ports"
+        write_config "$bport" "$cport"
+        java_tool "$STORAGE_MAIN" format --ignore-formatted \
+            -t "$(random_cluster_id)" -c "$STATE/kafka/server.properties" ||
+            svc_die "formatting the storage failed"
+
+        pid=$(launch)
+        STARTED_PID=$pid
+        TAIL_BROKER_LOG=1
+        echo "$pid" >"$STATE/kafka.pid"
+        rc=0
+        wait_ready "$pid" "$bport" || rc=$?
+        ((rc == 0)) && break
+        if ((rc == 1)) && grep -q 'Address already in use' "$STATE/kafka.log"; then
+            svc_log "port $bport or $cport was taken, retrying (attempt $attempt)"
+            STARTED_PID=
+            continue
+        fi
+        ((rc == 2)) && svc_die "broker did not start within ${START_TIMEOUT}s"
+        svc_die "broker exited during startup"
+    done
+    ((rc == 0)) || svc_die "no free ports after 3 attempts"
+
+    TAIL_BROKER_LOG=
+    java_tool "$TOPIC_MAIN" --bootstrap-server "127.0.0.1:$bport" --create \
+        --topic "$TOPIC" --partitions "$PARTITIONS" --replication-factor 1 ||
+        svc_die "creating topic $TOPIC failed"
+
+    echo "$bport" >"$STATE/kafka.port"
+    echo "$cport" >"$STATE/kafka.controller.port"
+    echo "127.0.0.1:$bport" >"$STATE/kafka.bootstrap"
+    STARTED_PID=
+    trap - EXIT
+    svc_log "Kafka $VERSION ready on 127.0.0.1:$bport (pid $pid, topic $TOPIC x$PARTITIONS, $((SECONDS - t0))s)"
+    echo "bootstrap=127.0.0.1:$bport"
+}
+
+stop() {
+    # A clean KRaft shutdown of a single node takes a few seconds.
+    svc_stop_pidfile "$STATE/kafka.pid" 30 "$BROKER_MAIN" "$STATE/kafka/server.properties"
+    rm -f -- "$STATE/kafka.port" "$STATE/kafka.controller.port" "$STATE/kafka.bootstrap"
+    return 0
+}
+
+case ${1:-} in
+fetch)
+    (($# == 1)) || usage
+    fetch
+    ;;
+classpath)
+    (($# == 1)) || usage
+    cache_complete || svc_die "the cache is empty: run '$0 fetch' first"
+    classpath
+    ;;
+start)
+    (($# == 2)) || usage
+    STATE=$(svc_statedir "$2")
+    start
+    ;;
+stop)
+    (($# == 2)) || usage
+    [[ -d $2 ]] || exit 0
+    STATE=$(svc_statedir "$2")
+    stop
+    ;;
+*) usage ;;
+esac
