@@ -307,9 +307,11 @@ static void handle_message(struct dm_conn *c, const char *data, size_t len)
         dm_bcast_leave(c->b, mem);
         break;
     }
-    case DM_OP_PING:
-        send_owned_json(c, dm_msg_pong(m.has_id, m.id, &n), n);
+    case DM_OP_PING: {
+        char *pong = dm_msg_pong(m.has_id, m.id, &n);
+        send_owned_json(c, pong, n);
         break;
+    }
     case DM_OP_AUTH:
         /* Anonymous viewing is all this node offers so far (see issue 4). */
         send_error(c, "unsupported", "token-gated viewing is not enabled on this node");
@@ -501,8 +503,8 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
     evbuffer_add(bufferevent_get_output(c->bev), resp, (size_t)rlen);
     c->state = CONN_OPEN;
     set_read_timeout(c, cfg->idle_timeout_ms);
-    send_owned_json(c, dm_msg_hello(c->b->node, cfg->heartbeat_ms, (int)cfg->max_rooms, &hlen),
-                    hlen);
+    char *hello = dm_msg_hello(c->b->node, cfg->heartbeat_ms, (int)cfg->max_rooms, &hlen);
+    send_owned_json(c, hello, hlen);
     if (has_room)
         join_room(c, room);
 }

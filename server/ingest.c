@@ -1,7 +1,6 @@
 /* Ingest node wiring: verifier, producer, HTTP, in that order, and back. */
 #include "server/ingest.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,20 +25,8 @@ static struct dm_jwt_verifier *load_verifier(const struct dm_config *cfg, char e
     struct dm_jwt_verifier *v;
 
     if (*cfg->jwt_key_file != '\0') {
-        FILE *f = fopen(cfg->jwt_key_file, "rb");
-        if (f == NULL) {
-            int e = errno;
-            snprintf(err, DM_ERRLEN, "jwt_key_file %s: %s", cfg->jwt_key_file, strerror(e));
+        if (dm_jwt_key_load(cfg->jwt_key_file, &key, &keylen, err) < 0)
             return NULL;
-        }
-        key = dm_malloc(64 * 1024);
-        keylen = fread(key, 1, 64 * 1024, f);
-        fclose(f);
-        /* A secret file usually ends with a newline that is not part of it. */
-        if (strncmp(cfg->jwt_alg, "HS", 2) == 0) {
-            while (keylen > 0 && (key[keylen - 1] == '\n' || key[keylen - 1] == '\r'))
-                keylen--;
-        }
     } else {
         keylen = strlen(cfg->jwt_secret);
         key = (unsigned char *)dm_strndup(cfg->jwt_secret, keylen);

@@ -169,7 +169,7 @@ class WSClient:
                         for l in lines[1:]}
         if self.status == 101:
             expect = base64.b64encode(hashlib.sha1(
-                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B65").encode()).digest()).decode()
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
             assert self.headers.get("sec-websocket-accept") == expect
 
     def _recv_exact(self, n):

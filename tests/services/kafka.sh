@@ -24,13 +24,15 @@
 # format and topic creation), kafka/ (config and data).
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib.sh
 SVC_NAME=kafka.sh
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-# shellcheck source=tests/services/lib.sh
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
 VERSION=${DANMAKU_KAFKA_VERSION:-3.9.2}
-CACHE=${DANMAKU_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/danmaku/kafka-$VERSION}
+CACHE=${DANMAKU_KAFKA_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/danmaku/kafka-$VERSION}
 TOPIC=${DANMAKU_TOPIC:-danmaku.comments}
 PARTITIONS=${DANMAKU_PARTITIONS:-32}
 HEAP=${DANMAKU_KAFKA_HEAP:--Xms128m -Xmx512m}
@@ -107,10 +109,10 @@ check_java() {
 java_tool() {
     local main=$1 rc=0
     shift
-    "$JAVA" -Xms32m -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-        -Djava.awt.headless=true \
+    (cd -- "$STATE/kafka" && exec "$JAVA" -Xms32m -Xmx256m -XX:TieredStopAtLevel=1 \
+        -XX:+UseSerialGC -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$STATE/kafka/tools-log4j.properties" \
-        -cp "$(classpath)" "$main" "$@" </dev/null >>"$STATE/kafka-tools.log" 2>&1 || rc=$?
+        -cp "$(classpath)" "$main" "$@") </dev/null >>"$STATE/kafka-tools.log" 2>&1 || rc=$?
     ((rc == 0)) || svc_tail "$STATE/kafka-tools.log" 20
     return "$rc"
 }
@@ -174,15 +176,16 @@ broker_pid_matches() {
     svc_pid_matches "$1" "$BROKER_MAIN" "$STATE/kafka/server.properties"
 }
 
-# launch: starts the broker JVM in the background and prints its pid. The JVM
-# reads nothing from stdin and writes only to kafka.log, so callers that
-# capture this script's output are never held open by it.
+# launch: starts the broker JVM in the background and prints its pid (the
+# subshell execs java, so $! is the JVM). It runs in its own directory (where a
+# crashing JVM leaves hs_err files), reads nothing from stdin and writes only to
+# kafka.log, so callers that capture this script's output are never held open.
 launch() {
     # shellcheck disable=SC2086 # HEAP is a list of flags
-    "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    (cd -- "$STATE/kafka" && exec "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$STATE/kafka/log4j.properties" \
-        -cp "$(classpath)" "$BROKER_MAIN" "$STATE/kafka/server.properties" \
+        -cp "$(classpath)" "$BROKER_MAIN" "$STATE/kafka/server.properties") \
         </dev/null >>"$STATE/kafka.log" 2>&1 &
     echo "$!"
 }

@@ -8,8 +8,10 @@
 # The system's own redis-server service is never used or touched.
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib.sh
 SVC_NAME=redis.sh
-# shellcheck source=tests/services/lib.sh
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 START_TIMEOUT=${DANMAKU_REDIS_START_TIMEOUT:-20}

@@ -14,9 +14,11 @@
 # (defaults danmaku.comments and 32); see redis.sh and kafka.sh for the rest.
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib.sh
 SVC_NAME=services.sh
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-# shellcheck source=tests/services/lib.sh
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
 export DANMAKU_TOPIC=${DANMAKU_TOPIC:-danmaku.comments}
