@@ -90,11 +90,12 @@ static bool parse_color(const char *s, char out[8])
 }
 
 int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars,
-                             struct dm_comment *c, const char **field, const char **reason)
+                             struct dm_comment *c, char err[DM_ERRLEN])
 {
     json_error_t jerr;
     json_t *root, *v;
-    const char *key;
+    const char *key, *why = NULL;
+    const char *field = "body";
     int rc = -1;
 
     memset(c, 0, sizeof(*c));
@@ -102,31 +103,30 @@ int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars
     c->mode = DM_MODE_SCROLL;
     c->size = DM_SIZE_NORMAL;
 
-    *field = "body";
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        *reason = "body is not valid JSON";
+        snprintf(err, DM_ERRLEN, "body is not valid JSON: %s", jerr.text);
         return -1;
     }
     if (!json_is_object(root)) {
-        *reason = "body must be a JSON object";
+        why = "body must be a JSON object";
         goto out;
     }
     json_object_foreach(root, key, v)
     {
-        *field = key;
+        field = key;
         if (strcmp(key, "text") == 0) {
             if (!json_is_string(v)) {
-                *reason = "text must be a string";
+                why = "text must be a string";
                 goto out;
             }
-            *reason = check_text(json_string_value(v), json_string_length(v), max_text_chars);
-            if (*reason != NULL)
+            why = check_text(json_string_value(v), json_string_length(v), max_text_chars);
+            if (why != NULL)
                 goto out;
             c->text = dm_strndup(json_string_value(v), json_string_length(v));
         } else if (strcmp(key, "color") == 0) {
             if (!json_is_string(v) || !parse_color(json_string_value(v), c->color)) {
-                *reason = "color must be \"#rrggbb\"";
+                why = "color must be \"#rrggbb\"";
                 goto out;
             }
         } else if (strcmp(key, "mode") == 0) {
@@ -134,7 +134,7 @@ int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars
                                                     json_string_value(v))
                                       : -1;
             if (m < 0) {
-                *reason = "mode must be scroll, top or bottom";
+                why = "mode must be scroll, top or bottom";
                 goto out;
             }
             c->mode = (enum dm_mode)m;
@@ -143,32 +143,35 @@ int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars
                                                     json_string_value(v))
                                       : -1;
             if (s < 0) {
-                *reason = "size must be small, normal or large";
+                why = "size must be small, normal or large";
                 goto out;
             }
             c->size = (enum dm_size)s;
         } else if (strcmp(key, "vt") == 0) {
             if (!json_is_integer(v) || json_integer_value(v) < 0) {
-                *reason = "vt must be a non-negative integer (ms)";
+                why = "vt must be a non-negative integer (ms)";
                 goto out;
             }
             c->has_vt = true;
             c->vt = json_integer_value(v);
         } else {
-            *reason = "unknown field";
+            why = "unknown field";
             goto out;
         }
     }
     if (c->text == NULL) {
-        *field = "text";
-        *reason = "text is required";
+        field = "text";
+        why = "text is required";
         goto out;
     }
     rc = 0;
 out:
-    json_decref(root);
-    if (rc < 0)
+    /* field may point into root: format the message before freeing it. */
+    if (rc < 0) {
+        snprintf(err, DM_ERRLEN, "%.64s: %s", field, why);
         dm_comment_fini(c);
+    }
+    json_decref(root);
     return rc;
 }
 

@@ -38,11 +38,10 @@ struct dm_comment {
 
 /* Parses the body of POST /v1/rooms/{room}/danmaku into c (text, color, mode,
  * size, vt; defaults for the optional fields). The body must be one JSON
- * object with known fields only. Returns 0, or -1 with *field naming the
- * offending field ("body" when the JSON itself is bad) and *reason a static
- * message. On success c->text is owned by c. */
+ * object with known fields only. Returns 0, or -1 with err saying which
+ * field is wrong and why. On success c->text is owned by c. */
 int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars,
-                             struct dm_comment *c, const char **field, const char **reason);
+                             struct dm_comment *c, char err[DM_ERRLEN]);
 
 /* Fills c->id with a new ULID for time ts_ms. */
 void dm_comment_new_id(struct dm_comment *c, int64_t ts_ms);

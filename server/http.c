@@ -142,8 +142,7 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
     size_t blen = evbuffer_get_length(body), vlen;
     struct dm_jwt_claims claims;
     struct dm_comment c;
-    const char *field, *reason;
-    char msg[256];
+    char msg[DM_ERRLEN];
 
     if (authenticate(in, req, &claims) < 0)
         return;
@@ -162,8 +161,7 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
         goto out_claims;
     }
     if (dm_comment_parse_request((const char *)evbuffer_pullup(body, -1), blen,
-                                 (size_t)in->cfg->max_text_chars, &c, &field, &reason) < 0) {
-        snprintf(msg, sizeof(msg), "%s: %s", field, reason);
+                                 (size_t)in->cfg->max_text_chars, &c, msg) < 0) {
         send_error(req, 400, "Bad Request", "invalid_body", msg);
         goto out_claims;
     }

@@ -5,7 +5,7 @@ common/ws.c, so a bug there cannot hide itself."""
 
 import base64
 import hashlib
-import http.client
+import http.client as httpclient
 import json
 import os
 import signal
@@ -82,7 +82,8 @@ class Node:
         raise RuntimeError("no port file from " + self.proc.args[0])
 
     def log(self):
-        self.stderr.flush()
+        if not self.stderr.closed:
+            self.stderr.flush()
         with open(self.stderr_path, errors="replace") as f:
             return f.read()
 
@@ -121,7 +122,7 @@ def start_broadcast(*extra):
 
 def http(port, method, path, body=None, headers=None, timeout=15):
     """Returns (status, headers dict with lower-case names, parsed JSON or raw text)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     hdrs = dict(headers or {})
     if data is not None and "Content-Type" not in hdrs:

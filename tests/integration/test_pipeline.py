@@ -180,7 +180,7 @@ def test_ingest_errors(nodes):
     status, _, _ = http(ingest.port, "POST", "/v1/rooms/room1/danmaku", b'{"text":"hi"}',
                         {"Authorization": "Bearer " + good, "Content-Type": "text/plain"})
     assert status == 415
-    assert post_comment(ingest.port, "bad room!", "hi", good)[0] == 400
+    assert post_comment(ingest.port, "bad%20room!", "hi", good)[0] == 400
     assert http(ingest.port, "GET", "/v1/rooms/room1/danmaku")[0] == 405
     assert http(ingest.port, "GET", "/nope")[0] == 404
     status, _, body = http(ingest.port, "GET", "/healthz")

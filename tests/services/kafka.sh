@@ -10,13 +10,14 @@
 #   kafka.sh stop <statedir>    stop it (always succeeds)
 #
 # Environment:
-#   DANMAKU_KAFKA_VERSION        Kafka version (default below; keep pom.xml in step)
+#   DANMAKU_KAFKA_VERSION        Kafka version (default below; handed to pom.xml)
 #   DANMAKU_KAFKA_CACHE          jar cache directory
 #                                (default ${XDG_CACHE_HOME:-$HOME/.cache}/danmaku/kafka-<version>)
 #   DANMAKU_TOPIC                topic to create (default danmaku.comments)
 #   DANMAKU_PARTITIONS           its partition count (default 32)
 #   DANMAKU_KAFKA_HEAP           JVM heap flags (default "-Xms128m -Xmx512m")
 #   DANMAKU_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
+#   DANMAKU_MVN                  Maven command (default mvn; only the first fetch runs it)
 #   JAVA_HOME                    JDK to use (default: java on PATH)
 #
 # Files in <statedir>: kafka.pid, kafka.port (broker), kafka.controller.port,

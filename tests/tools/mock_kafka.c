@@ -73,6 +73,7 @@ static int parse_int(const char *s, int min, int max, int *out)
     return 0;
 }
 
+/* Fills o from argv: 0 run, 1 help was asked for, -1 bad usage (err filled). */
 static int parse_args(int argc, char **argv, struct mock_opts *o, char *err)
 {
     static const struct option longopts[] = {
@@ -128,8 +129,7 @@ static int parse_args(int argc, char **argv, struct mock_opts *o, char *err)
             dm_log_min_level = level;
             break;
         case 'h':
-            usage(stdout);
-            exit(0);
+            return 1;
         default:
             snprintf(err, DM_ERRLEN, "unknown option (see --help)");
             return -1;
@@ -265,7 +265,13 @@ int main(int argc, char **argv)
     int sig = 0;
 
     dm_log_set_node("mock-kafka");
-    if (parse_args(argc, argv, &opts, err) != 0) {
+    switch (parse_args(argc, argv, &opts, err)) {
+    case 0:
+        break;
+    case 1:
+        usage(stdout);
+        return 0;
+    default:
         fprintf(stderr, "danmaku-mock-kafka: %s\n", err);
         return 2;
     }
