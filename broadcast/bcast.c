@@ -9,6 +9,7 @@
 
 #include "broadcast/conn.h"
 #include "broadcast/consumer.h"
+#include "broadcast/membership.h"
 #include "broadcast/room.h"
 #include "common/check.h"
 #include "common/config.h"
@@ -96,6 +97,7 @@ struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const 
     struct dm_member *m = dm_rooms_join(b->rooms, conn, room, len, &created);
     struct dm_bpart *p = &b->parts[m->room->partition];
 
+    dm_membership_changed(b->membership, m->room);
     if (created) {
         p->rooms++;
         if (p->release != NULL)
@@ -132,6 +134,7 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
 {
     int32_t partition;
 
+    dm_membership_changed(b->membership, m->room);
     if (!dm_rooms_leave(b->rooms, m, &partition))
         return;
     struct dm_bpart *p = &b->parts[partition];
@@ -216,6 +219,7 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
         snprintf(err, DM_ERRLEN, "cannot register node events");
         goto fail;
     }
+    b->membership = dm_membership_new(base, cfg, node, b->rooms);
     b->consumer = dm_consumer_new(base, cfg, node, on_record, on_partition_ready, b, err);
     if (b->consumer == NULL)
         goto fail;
@@ -249,7 +253,9 @@ size_t dm_bcast_drain(struct dm_bcast *b)
             evconnlistener_disable(b->listener);
         dm_conns_close_all(b, DM_CLOSE_SHUTDOWN);
     }
-    return b->nconns;
+    if (b->nconns > 0)
+        return b->nconns;
+    return dm_membership_withdraw(b->membership);
 }
 
 void dm_bcast_free(struct dm_bcast *b)
@@ -262,6 +268,7 @@ void dm_bcast_free(struct dm_bcast *b)
     dm_conns_close_all(b, DM_CLOSE_EOF);
     dm_conns_free_closing(b);
     dm_consumer_free(b->consumer);
+    dm_membership_free(b->membership);
     for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {
         if (b->parts[i].release != NULL) {
             free(event_get_callback_arg(b->parts[i].release));

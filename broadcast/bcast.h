@@ -18,6 +18,7 @@ struct event_base;
 struct evconnlistener;
 struct dm_config;
 struct dm_consumer;
+struct dm_membership;
 struct dm_rooms;
 struct dm_conn;
 struct dm_member;
@@ -39,6 +40,7 @@ struct dm_bcast {
     const char *node;              /* borrowed */
     struct evconnlistener *listener;
     struct dm_consumer *consumer;
+    struct dm_membership *membership;
     struct dm_rooms *rooms;
     struct dm_bpart *parts;        /* cfg->kafka_partitions entries */
     struct dm_conn_list conns;     /* open and closing connections */
@@ -56,8 +58,9 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
                               const char *node, char err[DM_ERRLEN]);
 
 /* Graceful stop: stop accepting, tell every viewer to reconnect (close
- * 1012). Returns the number of connections still open; the caller runs the
- * loop until it reaches zero or a deadline. */
+ * 1012), then withdraw this node from Redis. Returns how much is still
+ * outstanding (open connections, then unanswered Redis commands); the
+ * caller runs the loop until it reaches zero or a deadline. */
 size_t dm_bcast_drain(struct dm_bcast *b);
 
 /* Frees the node; remaining connections are dropped. NULL is a no-op. */

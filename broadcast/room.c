@@ -121,6 +121,14 @@ size_t dm_rooms_count(const struct dm_rooms *t)
     return t->count;
 }
 
+void dm_rooms_foreach(struct dm_rooms *t, void (*fn)(struct dm_room *r, void *arg), void *arg)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        for (struct dm_room *r = t->buckets[i]; r != NULL; r = r->next)
+            fn(r, arg);
+    }
+}
+
 void dm_rooms_foreach_in_partition(struct dm_rooms *t, int32_t partition,
                                    void (*fn)(struct dm_room *r, void *arg), void *arg)
 {

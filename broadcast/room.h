@@ -33,6 +33,7 @@ struct dm_room {
     size_t name_len;
     int32_t partition;
     size_t count;                    /* members, live or not */
+    bool membership_dirty;           /* count not yet written to Redis */
     struct dm_member_list members;
     struct dm_room *next;            /* hash chain */
 };
@@ -58,6 +59,9 @@ bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int32_t *partition)
 
 /* Rooms currently held. */
 size_t dm_rooms_count(const struct dm_rooms *t);
+
+/* Calls fn for each room (rooms may not be added or removed from fn). */
+void dm_rooms_foreach(struct dm_rooms *t, void (*fn)(struct dm_room *r, void *arg), void *arg);
 
 /* Calls fn for each room of the partition (rooms may not be added or removed
  * from fn). */

@@ -270,7 +270,12 @@ int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int 
         const char *arg = argv[i], *value;
         size_t len;
         if (strcmp(arg, "--config") == 0) {
-            i++;
+            /* A trailing --config used to be ignored silently, so the
+             * defaults ran instead of the file the operator meant. */
+            if (++i >= argc) {
+                snprintf(err, DM_ERRLEN, "option \"--config\" needs a value");
+                goto fail;
+            }
             continue;
         }
         if (strncmp(arg, "--config=", 9) == 0)

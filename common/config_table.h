@@ -47,8 +47,9 @@ DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000,
 DM_CONF(redis_host, STR, "127.0.0.1", 0, 0, IB, "Redis host")
 DM_CONF(redis_port, INT, "6379", 1, 65535, IB, "Redis port")
 DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
+DM_CONF(redis_timeout_ms, INT, "250", 10, 60000, IB, "longest wait for any Redis reply")
 DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000,
-        B, "TTL of this node's room counts in Redis (refreshed at a third of it)")
+        IB, "TTL of a broadcast node's room counts and heartbeat in Redis")
 
 /* Broadcast WebSocket */
 DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")

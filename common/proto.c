@@ -390,3 +390,10 @@ char *dm_msg_http_error(const char *code, const char *message, size_t *len)
 {
     return dump(json_pack("{s:s,s:s}", "error", code, "message", message), len);
 }
+
+char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len)
+{
+    return dump(json_pack("{s:s,s:I,s:i}", "room", room, "online", (json_int_t)online,
+                          "partition", (int)partition),
+                len);
+}

@@ -92,5 +92,6 @@ void dm_client_msg_fini(struct dm_client_msg *m);
 char *dm_msg_accepted(const char *id, const char *room, int32_t partition, int64_t offset,
                       int64_t ts, size_t *len);
 char *dm_msg_http_error(const char *code, const char *message, size_t *len);
+char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len);
 
 #endif

@@ -21,6 +21,7 @@
 #include "common/proto.h"
 #include "server/ingest.h"
 #include "server/producer.h"
+#include "server/store.h"
 
 #define DM_HTTP_MAGIC 0x68747470u
 
@@ -192,13 +193,48 @@ out_claims:
     dm_jwt_claims_fini(&claims);
 }
 
-static void get_health(struct evhttp_request *req, bool ready)
+/* A GET /v1/rooms/{room} waiting for Redis. */
+struct room_query {
+    struct dm_ingest *in;
+    struct evhttp_request *req;
+    char room[DM_ROOM_MAX + 1];
+};
+
+static void on_room_online(int64_t online, void *arg)
+{
+    struct room_query *q = arg;
+    size_t len;
+
+    if (online < 0) {
+        send_unavailable(q->in, q->req, "Redis did not answer; retry later");
+    } else {
+        int32_t partition = dm_room_partition(q->room, strlen(q->room),
+                                              (int32_t)q->in->cfg->kafka_partitions);
+        char *body = dm_msg_room_info(q->room, online, partition, &len);
+        send_json(q->req, 200, "OK", body, len);
+        free(body);
+    }
+    free(q);
+}
+
+static void get_room(struct dm_http *h, struct evhttp_request *req, const char *room)
+{
+    struct room_query *q = dm_calloc(1, sizeof(*q));
+    q->in = h->in;
+    q->req = req;
+    snprintf(q->room, sizeof(q->room), "%s", room);
+    dm_store_online(h->in->store, room, on_room_online, q);
+}
+
+static void get_health(struct dm_ingest *in, struct evhttp_request *req, bool liveness)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
-    if (ready)
+    if (liveness || (dm_producer_ready(in->producer) && dm_store_ready(in->store)))
         send_json(req, 200, "OK", ok, sizeof(ok) - 1);
     else
-        send_error(req, 503, "Service Unavailable", "not_ready", "Kafka is not reachable");
+        send_error(req, 503, "Service Unavailable", "not_ready",
+                   dm_producer_ready(in->producer) ? "Redis is not reachable"
+                                                   : "Kafka is not reachable");
 }
 
 /* Splits "/v1/rooms/{room}/danmaku" into the room; false when path differs. */
@@ -248,21 +284,30 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
             goto not_allowed;
-        get_health(req, path[1] == 'h' || dm_producer_ready(h->in->producer));
+        get_health(h->in, req, path[1] == 'h');
+        return;
+    }
+    if (match_room_route(path, "", room, &room_ok)) {
+        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
+            goto not_allowed;
+        if (!room_ok)
+            goto invalid_room;
+        get_room(h, req, room);
         return;
     }
     if (match_room_route(path, "/danmaku", room, &room_ok)) {
         if (method != EVHTTP_REQ_POST)
             goto not_allowed;
-        if (!room_ok) {
-            send_error(req, 400, "Bad Request", "invalid_room",
-                       "room must match [A-Za-z0-9_.:-]{1,64}");
-            return;
-        }
+        if (!room_ok)
+            goto invalid_room;
         post_danmaku(h, req, room);
         return;
     }
     send_error(req, 404, "Not Found", "not_found", "no such resource");
+    return;
+
+invalid_room:
+    send_error(req, 400, "Bad Request", "invalid_room", "room must match [A-Za-z0-9_.:-]{1,64}");
     return;
 
 not_allowed:

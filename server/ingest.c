@@ -1,4 +1,4 @@
-/* Ingest node wiring: verifier, producer, HTTP, in that order, and back. */
+/* Ingest node wiring: verifier, producer, Redis, HTTP, in that order, and back. */
 #include "server/ingest.h"
 
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "server/http.h"
 #include "server/producer.h"
+#include "server/store.h"
 
 /* How long shutdown waits for Kafka to acknowledge what is in flight. */
 #define INGEST_FLUSH_MS 10000
@@ -53,6 +54,7 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
     in->producer = dm_producer_new(base, cfg, err);
     if (in->producer == NULL)
         goto fail;
+    in->store = dm_store_new(base, cfg);
     in->http = dm_http_new(in, err);
     if (in->http == NULL)
         goto fail;
@@ -81,6 +83,7 @@ void dm_ingest_free(struct dm_ingest *in)
         event_base_loop(in->base, EVLOOP_NONBLOCK);
     }
     dm_http_free(in->http);
+    dm_store_free(in->store);
     dm_jwt_verifier_free(in->verifier);
     free(in);
 }

@@ -9,6 +9,7 @@ struct dm_config;
 struct dm_jwt_verifier;
 struct dm_producer;
 struct dm_http;
+struct dm_store;
 
 struct dm_ingest {
     struct event_base *base;            /* borrowed from main */
@@ -16,10 +17,11 @@ struct dm_ingest {
     const char *node;                   /* borrowed: cfg->node_id or a generated name */
     struct dm_jwt_verifier *verifier;   /* owned */
     struct dm_producer *producer;       /* owned */
+    struct dm_store *store;             /* owned: Redis */
     struct dm_http *http;               /* owned */
 };
 
-/* Builds the node: JWT verifier, Kafka producer, HTTP listener. base, cfg and
+/* Builds the node: JWT verifier, Kafka producer, Redis, HTTP listener. base, cfg and
  * node are borrowed. Returns NULL with err filled on a startup error. */
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
                                 const char *node, char err[DM_ERRLEN]);

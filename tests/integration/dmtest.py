@@ -3,6 +3,7 @@ talk HTTP and WebSocket to them, and check their stderr for sanitizer
 reports. The WebSocket client here is deliberately independent of
 common/ws.c, so a bug there cannot hide itself."""
 
+import atexit
 import base64
 import hashlib
 import http.client as httpclient
@@ -19,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("DANMAKU_BUILD", os.path.join(ROOT, "build", "default"))
 BIN = os.path.join(BUILD, "bin")
 SECRET_FILE = os.path.join(ROOT, "tests", "fixtures", "dev-secret.txt")
+# Each test run gets its own key space in the shared Redis.
+REDIS_PREFIX = f"dmtest:{os.getpid()}:"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "ThreadSanitizer", "panic:")
 
@@ -54,6 +57,18 @@ def mint(sub="alice", ttl=600, **claims):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
 
 
+_started = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """Safety net: no server outlives the test run, whatever failed."""
+    for node in _started:
+        if node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
 class Node:
     """One server process started with port 0; its port is read from the port file."""
 
@@ -66,6 +81,7 @@ class Node:
                "--port-file", self.port_file, "--log-level", "debug"] + args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
                                      stdin=subprocess.DEVNULL)
+        _started.append(self)
         self.port = self._wait_port()
 
     def _wait_port(self, timeout=20):
@@ -107,17 +123,20 @@ class Node:
 
 
 def start_ingest(*extra, brokers=None):
+    """Later flags win, so extra can override any of these."""
     return Node("danmaku-ingest",
                 ["--kafka-brokers", brokers or kafka_bootstrap(), "--kafka-topic", topic(),
                  "--kafka-partitions", str(partitions()), "--jwt-key-file", SECRET_FILE,
-                 "--redis-port", redis_port()] + list(extra), "--http-port")
+                 "--redis-port", redis_port(), "--redis-prefix", REDIS_PREFIX] + list(extra),
+                "--http-port")
 
 
 def start_broadcast(*extra):
     return Node("danmaku-broadcast",
                 ["--kafka-brokers", kafka_bootstrap(), "--kafka-topic", topic(),
                  "--kafka-partitions", str(partitions()), "--redis-port", redis_port(),
-                 "--heartbeat-ms", "1000"] + list(extra), "--ws-port")
+                 "--redis-prefix", REDIS_PREFIX, "--heartbeat-ms", "1000"] + list(extra),
+                "--ws-port")
 
 
 def http(port, method, path, body=None, headers=None, timeout=15):

@@ -51,8 +51,10 @@ def nodes():
     ingest = start_ingest()
     bcast = start_broadcast()
     yield ingest, bcast
-    bcast.assert_clean_exit()
-    ingest.assert_clean_exit()
+    try:
+        bcast.assert_clean_exit()
+    finally:
+        ingest.assert_clean_exit()
 
 
 def pick_rooms():

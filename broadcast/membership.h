@@ -1,0 +1,40 @@
+/* Room membership in Redis (DESIGN §3): this node's viewer count per room,
+ * and its heartbeat in the node registry, so a room's online count is the
+ * sum over live nodes and a dead node's share disappears with its TTL.
+ *
+ * Keys (prefix from cfg->redis_prefix, "dm:" by default):
+ *   <prefix>online:<room>:<node>  string  viewers of room on node (PX membership_ttl_ms)
+ *   <prefix>nodes                 zset    node -> last heartbeat, Unix ms
+ * A reader sums the share of every node whose heartbeat is younger than the
+ * TTL (see server/store.c).
+ * Writes are batched: changes are flushed at most every FLUSH_DELAY_MS, and
+ * every room is refreshed every third of the TTL. Redis down: counts are
+ * kept locally and written again once it is back. */
+#ifndef DM_BROADCAST_MEMBERSHIP_H
+#define DM_BROADCAST_MEMBERSHIP_H
+
+#include <stddef.h>
+
+struct event_base;
+struct dm_config;
+struct dm_room;
+struct dm_rooms;
+struct dm_membership;
+
+/* rooms is the node's room table (borrowed), read at each refresh. */
+struct dm_membership *dm_membership_new(struct event_base *base, const struct dm_config *cfg,
+                                        const char *node, struct dm_rooms *rooms);
+
+/* Removes this node from Redis (best effort) and frees. NULL is a no-op. */
+void dm_membership_free(struct dm_membership *m);
+
+/* The member count of room r changed; call it before r may be freed (its
+ * last member leaving). The count written is the one at flush time. */
+void dm_membership_changed(struct dm_membership *m, struct dm_room *r);
+
+/* Draining: removes this node's heartbeat and shares from Redis (once;
+ * later calls only report) and stops writing. Returns the number of Redis
+ * commands still unanswered. */
+size_t dm_membership_withdraw(struct dm_membership *m);
+
+#endif

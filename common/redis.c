@@ -1,0 +1,247 @@
+/* Async Redis with reconnects and per-command deadlines. */
+#include "common/redis.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "common/check.h"
+#include "common/log.h"
+
+#define DM_REDIS_MAGIC     0x72656469u
+#define RECONNECT_MIN_MS   100
+#define RECONNECT_MAX_MS   5000
+
+struct dm_redis {
+    unsigned magic;
+    struct event_base *base;
+    char *host;
+    int port;
+    int timeout_ms;
+    redisAsyncContext *ac;   /* NULL while disconnected */
+    bool connected;
+    int backoff_ms;
+    struct event *reconnect;
+    size_t pending;
+    unsigned long errors;
+    bool freeing;
+};
+
+/* One command in flight. Freed when hiredis is done with it; the deadline
+ * may answer the caller earlier. */
+struct call {
+    struct dm_redis *r;
+    dm_redis_reply_cb cb;
+    void *arg;
+    struct event *deadline;
+    bool answered;
+};
+
+static void connect_now(struct dm_redis *r);
+
+static void schedule_reconnect(struct dm_redis *r)
+{
+    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    if (r->freeing)
+        return;
+    event_add(r->reconnect, &tv);
+    r->backoff_ms = r->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : r->backoff_ms * 2;
+}
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    connect_now(arg);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct dm_redis *r = ac->data;
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this callback. */
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host,
+               r->port, ac->errstr);
+        r->ac = NULL;
+        schedule_reconnect(r);
+        return;
+    }
+    r->connected = true;
+    r->backoff_ms = RECONNECT_MIN_MS;
+    DM_LOG(DM_LOG_INFO, "msg=\"redis connected\" addr=%s:%d", r->host, r->port);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct dm_redis *r = ac->data;
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    r->ac = NULL;
+    r->connected = false;
+    if (status != REDIS_OK) {
+        r->errors++;
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connection lost\" addr=%s:%d err=\"%s\"", r->host,
+               r->port, ac->errstr);
+    }
+    schedule_reconnect(r);
+}
+
+static void connect_now(struct dm_redis *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (ac == NULL || ac->err) {
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host,
+               r->port, ac != NULL ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_reconnect(r);
+        return;
+    }
+    ac->data = r;
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_reconnect(r);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+}
+
+struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port,
+                              int timeout_ms)
+{
+    struct dm_redis *r = dm_calloc(1, sizeof(*r));
+    r->magic = DM_REDIS_MAGIC;
+    r->base = base;
+    r->host = dm_strdup(host);
+    r->port = port;
+    r->timeout_ms = timeout_ms;
+    r->backoff_ms = RECONNECT_MIN_MS;
+    r->reconnect = evtimer_new(base, on_reconnect_timer, r);
+    DM_AN(r->reconnect);
+    connect_now(r);
+    return r;
+}
+
+void dm_redis_free(struct dm_redis *r)
+{
+    if (r == NULL)
+        return;
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    r->freeing = true;
+    /* redisAsyncFree runs every pending callback with a NULL reply. */
+    if (r->ac != NULL)
+        redisAsyncFree(r->ac);
+    DM_ASSERT(r->pending == 0);
+    event_free(r->reconnect);
+    free(r->host);
+    r->magic = 0;
+    free(r);
+}
+
+static void answer(struct call *c, const redisReply *reply)
+{
+    if (c->answered)
+        return;
+    c->answered = true;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        c->r->errors++;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        DM_LOG(DM_LOG_WARN, "msg=\"redis error reply\" detail=\"%s\"", reply->str);
+    if (c->cb != NULL)
+        c->cb(reply, c->arg);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct call *c = privdata;
+    DM_UNUSED(ac);
+    answer(c, reply);
+    c->r->pending--;
+    event_free(c->deadline);
+    free(c);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct call *c = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    DM_LOG(DM_LOG_DEBUG, "msg=\"redis command timed out\" timeout_ms=%d", c->r->timeout_ms);
+    answer(c, NULL);
+}
+
+static struct call *new_call(struct dm_redis *r, dm_redis_reply_cb cb, void *arg)
+{
+    struct call *c = dm_calloc(1, sizeof(*c));
+    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    c->r = r;
+    c->cb = cb;
+    c->arg = arg;
+    c->deadline = evtimer_new(r->base, on_deadline, c);
+    DM_AN(c->deadline);
+    evtimer_add(c->deadline, &tv);
+    return c;
+}
+
+static int sent(struct dm_redis *r, struct call *c, int rc)
+{
+    if (rc != REDIS_OK) {
+        event_free(c->deadline);
+        free(c);
+        r->errors++;
+        return -1;
+    }
+    r->pending++;
+    return 0;
+}
+
+int dm_redis_command(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *argvlen)
+{
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    if (!r->connected) {
+        r->errors++;
+        return -1;
+    }
+    struct call *c = new_call(r, cb, arg);
+    return sent(r, c, redisAsyncCommandArgv(r->ac, on_reply, c, argc, argv, argvlen));
+}
+
+int dm_redis_commandf(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    if (!r->connected) {
+        r->errors++;
+        return -1;
+    }
+    struct call *c = new_call(r, cb, arg);
+    va_start(ap, fmt);
+    rc = redisvAsyncCommand(r->ac, on_reply, c, fmt, ap);
+    va_end(ap);
+    return sent(r, c, rc);
+}
+
+bool dm_redis_connected(const struct dm_redis *r)
+{
+    return r->connected;
+}
+
+size_t dm_redis_pending(const struct dm_redis *r)
+{
+    return r->pending;
+}
+
+unsigned long dm_redis_errors(const struct dm_redis *r)
+{
+    return r->errors;
+}

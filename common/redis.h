@@ -1,0 +1,51 @@
+/* An asynchronous Redis client on the event loop (hiredis + its libevent
+ * adapter): reconnects by itself with backoff, and gives every command a
+ * deadline, so a stalled Redis never holds a caller longer than that.
+ * Binaries wrap it in their own modules (membership.c, ...). */
+#ifndef DM_COMMON_REDIS_H
+#define DM_COMMON_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/util.h"
+
+struct event_base;
+struct redisReply;
+struct dm_redis;
+
+/* Fires exactly once per accepted command, from the event loop: with the
+ * reply (borrowed, valid during the call only; may be an error reply), or
+ * with NULL when Redis was unreachable, the connection dropped, or the
+ * deadline passed first. */
+typedef void (*dm_redis_reply_cb)(const struct redisReply *reply, void *arg);
+
+/* Starts connecting to host:port (numeric address or name resolved by
+ * hiredis; give an address to keep DNS off the loop). base is borrowed.
+ * Never fails: an unreachable Redis is retried in the background. */
+struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port,
+                              int timeout_ms);
+
+/* Drops the connection; pending callbacks fire with NULL first. NULL: no-op. */
+void dm_redis_free(struct dm_redis *r);
+
+/* Sends one command built from argv (not copied beyond the call). cb may be
+ * NULL (fire and forget). Returns 0 when sent — cb will fire — or -1 when
+ * not connected; then cb does not fire. */
+int dm_redis_command(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *argvlen);
+
+/* printf-style convenience over hiredis's format (%s, %b, %d ...). */
+int dm_redis_commandf(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, const char *fmt, ...);
+
+/* True while connected. */
+bool dm_redis_connected(const struct dm_redis *r);
+
+/* Commands sent and not yet answered. */
+size_t dm_redis_pending(const struct dm_redis *r);
+
+/* Counters since start: commands failed (no connection, dropped, error
+ * reply or deadline passed) and connections lost. */
+unsigned long dm_redis_errors(const struct dm_redis *r);
+
+#endif

@@ -1,0 +1,30 @@
+/* The ingest node's Redis reads and writes (DESIGN §3): for now the room
+ * online count, summed over the live broadcast nodes' shares that
+ * broadcast/membership.c writes. */
+#ifndef DM_SERVER_STORE_H
+#define DM_SERVER_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct dm_config;
+struct dm_store;
+
+/* Fires once from the event loop: online >= 0, or -1 when Redis did not
+ * answer in time. */
+typedef void (*dm_store_online_cb)(int64_t online, void *arg);
+
+/* base and cfg are borrowed. Never fails: Redis is reconnected in the
+ * background. */
+struct dm_store *dm_store_new(struct event_base *base, const struct dm_config *cfg);
+void dm_store_free(struct dm_store *s);
+
+/* Asks for the online count of room (validated by the caller). cb fires
+ * exactly once, possibly before this returns (Redis not connected). */
+void dm_store_online(struct dm_store *s, const char *room, dm_store_online_cb cb, void *arg);
+
+/* True while Redis is connected. */
+bool dm_store_ready(const struct dm_store *s);
+
+#endif
