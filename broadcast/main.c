@@ -3,7 +3,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -33,7 +32,7 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 int main(int argc, char **argv)
 {
     struct dm_config cfg;
-    char err[DM_ERRLEN], node[128];
+    char err[DM_ERRLEN], node[256];
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct dm_bcast *b = NULL;
@@ -45,10 +44,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "danmaku-broadcast: %s\n", err);
         return rc < 0 ? 1 : 0;
     }
-    if (*cfg.node_id != '\0')
-        snprintf(node, sizeof(node), "%s", cfg.node_id);
-    else
-        snprintf(node, sizeof(node), "broadcast-%ld", (long)getpid());
+    dm_config_node_name(&cfg, node, sizeof(node));
     dm_log_set_node(node);
     dm_log_route_libevent();
     dm_config_log(&cfg, DM_CONF_B);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -358,4 +359,18 @@ void dm_config_log(const struct dm_config *cfg, unsigned scope)
             break;
         }
     }
+}
+
+void dm_config_node_name(const struct dm_config *cfg, char *out, size_t outlen)
+{
+    char host[256];
+
+    if (*cfg->node_id != '\0') {
+        snprintf(out, outlen, "%s", cfg->node_id);
+        return;
+    }
+    if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "node");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, outlen, "%.200s-%ld", host, (long)getpid());
 }

@@ -42,6 +42,10 @@ void dm_config_fini(struct dm_config *cfg);
 /* Prints the keys of `scope` with defaults, environment names and help. */
 void dm_config_usage(FILE *out, unsigned scope, const char *prog);
 
+/* The node's name: cfg->node_id, or "<hostname>-<pid>" when empty (unique
+ * per process on a host, and per pod on Kubernetes). */
+void dm_config_node_name(const struct dm_config *cfg, char *out, size_t outlen);
+
 /* Logs every key of `scope` at debug, secrets redacted. */
 void dm_config_log(const struct dm_config *cfg, unsigned scope);
 

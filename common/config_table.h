@@ -11,7 +11,7 @@
 
 /* Process */
 DM_CONF(log_level, STR, "info", 0, 0, IB, "log level: debug, info, warn, error")
-DM_CONF(node_id, STR, "", 0, 0, IB, "node name in logs and Redis (default: host-pid)")
+DM_CONF(node_id, STR, "", 0, 0, IB, "node name in logs and Redis (default: <hostname>-<pid>)")
 DM_CONF(listen_host, STR, "0.0.0.0", 0, 0, IB, "address to listen on")
 DM_CONF(port_file, STR, "", 0, 0, IB, "write the bound port to this file (for port 0)")
 

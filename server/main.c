@@ -2,7 +2,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -22,7 +21,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     struct dm_config cfg;
-    char err[DM_ERRLEN], node[128];
+    char err[DM_ERRLEN], node[256];
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     struct dm_ingest *in = NULL;
@@ -34,10 +33,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "danmaku-ingest: %s\n", err);
         return rc < 0 ? 1 : 0;
     }
-    if (*cfg.node_id != '\0')
-        snprintf(node, sizeof(node), "%s", cfg.node_id);
-    else
-        snprintf(node, sizeof(node), "ingest-%ld", (long)getpid());
+    dm_config_node_name(&cfg, node, sizeof(node));
     dm_log_set_node(node);
     dm_log_route_libevent();
     dm_config_log(&cfg, DM_CONF_I);
