@@ -31,8 +31,7 @@ static void activate_room(struct dm_room *r, void *arg)
 {
     struct go_live *g = arg;
     struct dm_member *m;
-    TAILQ_FOREACH(m, &r->members, room_link)
-    {
+    TAILQ_FOREACH(m, &r->members, room_link) {
         if (!m->live) {
             m->live = true;
             dm_conn_joined(m->conn, m, g->offset);
@@ -66,8 +65,8 @@ static void on_record(int32_t partition, int64_t offset, const char *key, size_t
         return;
     int type = dm_record_inspect(value, len, key, keylen);
     if (type != DM_RECORD_COMMENT) {
-        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d",
-               partition, (long long)offset, type);
+        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
+               (long long)offset, type);
         return;
     }
 

@@ -35,21 +35,21 @@ struct dm_bpart {
 };
 
 struct dm_bcast {
-    struct event_base *base;       /* borrowed from main */
-    const struct dm_config *cfg;   /* borrowed from main */
-    const char *node;              /* borrowed */
+    struct event_base *base;     /* borrowed from main */
+    const struct dm_config *cfg; /* borrowed from main */
+    const char *node;            /* borrowed */
     struct evconnlistener *listener;
     struct dm_consumer *consumer;
     struct dm_membership *membership;
     struct dm_rooms *rooms;
-    struct dm_bpart *parts;        /* cfg->kafka_partitions entries */
-    struct dm_conn_list conns;     /* open and closing connections */
+    struct dm_bpart *parts;    /* cfg->kafka_partitions entries */
+    struct dm_conn_list conns; /* open and closing connections */
     size_t nconns;
-    struct dm_conn_list closing;   /* waiting for on_close_drain to free them */
+    struct dm_conn_list closing; /* waiting for on_close_drain to free them */
     struct event *close_drain;
     struct event *heartbeat;
     uint64_t next_conn_id;
-    bool draining;                 /* SIGTERM: no new connections */
+    bool draining; /* SIGTERM: no new connections */
 };
 
 /* Builds the node: rooms, Kafka consumer, listener. All arguments borrowed.

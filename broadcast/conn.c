@@ -18,9 +18,9 @@
 #include "common/proto.h"
 #include "common/ws.h"
 
-#define DM_CONN_MAGIC    0x636f6e6eu
-#define SUBPROTOCOL      "danmaku.v1"
-#define CLOSE_FLUSH_MS   2000 /* how long a closing peer gets to take our last bytes */
+#define DM_CONN_MAGIC  0x636f6e6eu
+#define SUBPROTOCOL    "danmaku.v1"
+#define CLOSE_FLUSH_MS 2000 /* how long a closing peer gets to take our last bytes */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
 
@@ -29,14 +29,14 @@ struct dm_conn {
     enum conn_state state;
     uint64_t id;
     struct dm_bcast *b;
-    struct bufferevent *bev;          /* owned, closes the socket */
-    LIST_HEAD(, dm_member) members;   /* rooms joined; members owned by the room table */
+    struct bufferevent *bev;        /* owned, closes the socket */
+    LIST_HEAD(, dm_member) members; /* rooms joined; members owned by the room table */
     unsigned nrooms;
-    struct dm_ws_msg msg;             /* fragmented message being received */
-    unsigned char *frag;              /* its payload so far (only when fragmented) */
+    struct dm_ws_msg msg; /* fragmented message being received */
+    unsigned char *frag;  /* its payload so far (only when fragmented) */
     size_t frag_len;
-    uint16_t peer_close_code;         /* echoed in our close frame */
-    TAILQ_ENTRY(dm_conn) link;        /* b->conns or b->closing */
+    uint16_t peer_close_code;  /* echoed in our close frame */
+    TAILQ_ENTRY(dm_conn) link; /* b->conns or b->closing */
 };
 
 static const struct {
@@ -259,8 +259,7 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
 static struct dm_member *find_member(struct dm_conn *c, const char *room)
 {
     struct dm_member *m;
-    LIST_FOREACH(m, &c->members, conn_link)
-    {
+    LIST_FOREACH(m, &c->members, conn_link) {
         if (strcmp(m->room->name, room) == 0)
             return m;
     }
@@ -349,10 +348,9 @@ static void handle_control(struct dm_conn *c, const struct dm_ws_frame *f, uint8
     case DM_WS_OP_CLOSE:
         if (f->payload_len == 0) {
             c->peer_close_code = DM_WS_CLOSE_NORMAL;
-        } else if (dm_ws_close_parse(payload, (size_t)f->payload_len, &code, &reason,
-                                     &reason_len) < 0) {
-            dm_conn_close(c, code == DM_WS_CLOSE_BAD_DATA ? DM_CLOSE_BAD_DATA
-                                                          : DM_CLOSE_PROTOCOL);
+        } else if (dm_ws_close_parse(payload, (size_t)f->payload_len, &code, &reason, &reason_len) <
+                   0) {
+            dm_conn_close(c, code == DM_WS_CLOSE_BAD_DATA ? DM_CLOSE_BAD_DATA : DM_CLOSE_PROTOCOL);
             return;
         } else {
             c->peer_close_code = code;
@@ -429,8 +427,8 @@ static void read_frames(struct dm_conn *c, struct evbuffer *in)
 
 /* ---- handshake ---- */
 
-static void send_http(struct dm_conn *c, int status, const char *status_text,
-                      const char *ctype, const char *body, size_t len)
+static void send_http(struct dm_conn *c, int status, const char *status_text, const char *ctype,
+                      const char *body, size_t len)
 {
     evbuffer_add_printf(bufferevent_get_output(c->bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -496,9 +494,9 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
     }
 
     dm_ws_accept_key(req.key, accept);
-    int rlen = dm_ws_response(resp, sizeof(resp), accept,
-                              dm_ws_protocol_offered(req.protocols, SUBPROTOCOL) ? SUBPROTOCOL
-                                                                                 : NULL);
+    int rlen =
+        dm_ws_response(resp, sizeof(resp), accept,
+                       dm_ws_protocol_offered(req.protocols, SUBPROTOCOL) ? SUBPROTOCOL : NULL);
     DM_ASSERT(rlen > 0);
     evbuffer_add(bufferevent_get_output(c->bev), resp, (size_t)rlen);
     c->state = CONN_OPEN;
@@ -540,8 +538,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
 void dm_conns_ping_all(struct dm_bcast *b)
 {
     struct dm_conn *c;
-    TAILQ_FOREACH(c, &b->conns, link)
-    {
+    TAILQ_FOREACH(c, &b->conns, link) {
         if (c->state == CONN_OPEN)
             send_raw_frame(c, DM_WS_OP_PING, NULL, 0);
     }
@@ -549,7 +546,8 @@ void dm_conns_ping_all(struct dm_bcast *b)
 
 void dm_conns_close_all(struct dm_bcast *b, enum dm_close_reason reason)
 {
-    static const char reconnect[] = "{\"op\":\"reconnect\",\"reason\":\"shutdown\",\"retry_ms\":1000}";
+    static const char reconnect[] =
+        "{\"op\":\"reconnect\",\"reason\":\"shutdown\",\"retry_ms\":1000}";
     struct dm_conn *c, *next;
 
     /* dm_conn_close never frees, so the list stays intact while walking it. */

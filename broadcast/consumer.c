@@ -53,16 +53,16 @@ struct dm_consumer {
     int32_t npart;
     struct part *parts;
 
-    int wake[2];            /* the consumer queue writes to wake[1] */
+    int wake[2]; /* the consumer queue writes to wake[1] */
     struct event *wake_ev;
-    struct event *poll_ev;  /* safety net */
+    struct event *poll_ev; /* safety net */
 
     /* Finished lookups, handed from their threads to the loop. */
     pthread_mutex_t lock;
     struct lookup *done;
     int done_pipe[2];
     struct event *done_ev;
-    int running_lookups;    /* loop side */
+    int running_lookups; /* loop side */
     struct event *retry_ev;
 };
 
@@ -76,13 +76,12 @@ static void drain_queue(struct dm_consumer *c)
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                struct part *p = m->partition >= 0 && m->partition < c->npart
-                                     ? &c->parts[m->partition]
-                                     : NULL;
+                struct part *p =
+                    m->partition >= 0 && m->partition < c->npart ? &c->parts[m->partition] : NULL;
                 /* Records of a partition released meanwhile are dropped. */
                 if (p != NULL && p->state == P_ASSIGNED)
-                    c->on_record(m->partition, m->offset, m->key, m->key_len, m->payload,
-                                 m->len, c->arg);
+                    c->on_record(m->partition, m->offset, m->key, m->key_len, m->payload, m->len,
+                                 c->arg);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 DM_LOG(DM_LOG_WARN, "msg=\"kafka consumer error\" partition=%d err=\"%s\"",
                        m->partition, rd_kafka_message_errstr(m));
@@ -205,8 +204,7 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
 
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, void *arg,
-                                    char err[DM_ERRLEN])
+                                    dm_consumer_ready_cb on_ready, void *arg, char err[DM_ERRLEN])
 {
     struct dm_consumer *c = dm_calloc(1, sizeof(*c));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);

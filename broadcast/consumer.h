@@ -31,8 +31,7 @@ typedef void (*dm_consumer_ready_cb)(int32_t partition, int64_t next_offset, voi
  * acquire/release. NULL with err on failure. */
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, void *arg,
-                                    char err[DM_ERRLEN]);
+                                    dm_consumer_ready_cb on_ready, void *arg, char err[DM_ERRLEN]);
 
 /* Stops consuming and frees. Blocks briefly (joins lookup threads). NULL: no-op. */
 void dm_consumer_free(struct dm_consumer *c);

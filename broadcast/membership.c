@@ -14,7 +14,7 @@
 #include "common/redis.h"
 
 #define DM_MEMBERSHIP_MAGIC 0x6d656d62u
-#define FLUSH_DELAY_MS      50   /* coalesces join/leave bursts into one pipeline */
+#define FLUSH_DELAY_MS      50 /* coalesces join/leave bursts into one pipeline */
 #define KEY_MAX             (64 + DM_ROOM_MAX + 128 + 16)
 
 /* A room whose count changed; the count is read at flush time. */
@@ -30,10 +30,10 @@ struct dm_membership {
     struct dm_redis *redis;
     struct change *changes; /* since the last flush */
     size_t nchanges, cap;
-    bool resync;            /* changes were lost while Redis was away */
-    bool withdrawn;         /* draining: nothing more is written */
-    struct event *flush;    /* one-shot, FLUSH_DELAY_MS after the first change */
-    struct event *refresh;  /* every third of the TTL */
+    bool resync;           /* changes were lost while Redis was away */
+    bool withdrawn;        /* draining: nothing more is written */
+    struct event *flush;   /* one-shot, FLUSH_DELAY_MS after the first change */
+    struct event *refresh; /* every third of the TTL */
 };
 
 static void share_key(const struct dm_membership *m, const char *room, char out[KEY_MAX])
@@ -47,8 +47,7 @@ static void write_share(struct dm_membership *m, const char *room, size_t count)
     share_key(m, room, key);
     if (count > 0)
         dm_redis_commandf(m->redis, NULL, NULL, "SET %s %llu PX %lld", key,
-                          (unsigned long long)count,
-                          (long long)m->cfg->membership_ttl_ms);
+                          (unsigned long long)count, (long long)m->cfg->membership_ttl_ms);
     else
         dm_redis_commandf(m->redis, NULL, NULL, "DEL %s", key);
 }
@@ -125,8 +124,8 @@ struct dm_membership *dm_membership_new(struct event_base *base, const struct dm
     m->cfg = cfg;
     m->node = node;
     m->rooms = rooms;
-    m->redis = dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port,
-                            (int)cfg->redis_timeout_ms);
+    m->redis =
+        dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port, (int)cfg->redis_timeout_ms);
     m->resync = true; /* the first flush registers the node */
     m->flush = evtimer_new(base, on_flush, m);
     m->refresh = event_new(base, -1, EV_PERSIST, on_refresh, m);

@@ -21,7 +21,7 @@ struct dm_room;
 struct dm_member {
     struct dm_conn *conn;
     struct dm_room *room;
-    bool live;        /* receives records; false until the partition is positioned */
+    bool live; /* receives records; false until the partition is positioned */
     TAILQ_ENTRY(dm_member) room_link;
     LIST_ENTRY(dm_member) conn_link;
 };
@@ -32,10 +32,10 @@ struct dm_room {
     char name[DM_ROOM_MAX + 1];
     size_t name_len;
     int32_t partition;
-    size_t count;                    /* members, live or not */
-    bool membership_dirty;           /* count not yet written to Redis */
+    size_t count;          /* members, live or not */
+    bool membership_dirty; /* count not yet written to Redis */
     struct dm_member_list members;
-    struct dm_room *next;            /* hash chain */
+    struct dm_room *next; /* hash chain */
 };
 
 /* The room table of one event loop. */

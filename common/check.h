@@ -8,7 +8,7 @@
 
 #define DM_PANIC(msg)                                                                              \
     do {                                                                                           \
-        fprintf(stderr, "panic: %s in %s() at %s:%d\n", (msg), __func__, __FILE__, __LINE__);     \
+        fprintf(stderr, "panic: %s in %s() at %s:%d\n", (msg), __func__, __FILE__, __LINE__);      \
         abort();                                                                                   \
     } while (0)
 

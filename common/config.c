@@ -124,8 +124,8 @@ static int set_value(struct dm_config *cfg, const struct conf_key *k, const char
     case T_INT:
     case T_SIZE:
         if (parse_int(value, &v, k->type == T_SIZE) < 0) {
-            snprintf(err, DM_ERRLEN, "%s: %s: not a%s number: \"%s\"", origin, k->name,
-                     k->type == T_SIZE ? " size" : "n integer", value);
+            snprintf(err, DM_ERRLEN, "%s: %s: not %s: \"%s\"", origin, k->name,
+                     k->type == T_SIZE ? "a size (like 64k, 8m)" : "an integer", value);
             return -1;
         }
         if (v < k->min || v > k->max) {
@@ -231,8 +231,8 @@ void dm_config_usage(FILE *out, unsigned scope, const char *prog)
     }
 }
 
-int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int argc,
-                   char **argv, FILE *out, char err[DM_ERRLEN])
+int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int argc, char **argv,
+                   FILE *out, char err[DM_ERRLEN])
 {
     const char *file = getenv("DANMAKU_CONFIG");
     char name[64];
@@ -300,7 +300,8 @@ int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int 
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            snprintf(err, DM_ERRLEN, "option \"--%s\" needs a value", k->name);
+            flag_name(k, name, sizeof(name));
+            snprintf(err, DM_ERRLEN, "option \"%s\" needs a value", name);
             goto fail;
         }
         flag_name(k, name, sizeof(name));

@@ -33,8 +33,8 @@ struct dm_config {
  * Keys outside `scope` are rejected on the command line and ignored elsewhere.
  * Returns 0 on success, 1 when --help was printed to `out`, -1 with `err`
  * naming the key and the bound. Strings are owned by cfg: dm_config_fini. */
-int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int argc,
-                   char **argv, FILE *out, char err[DM_ERRLEN]);
+int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int argc, char **argv,
+                   FILE *out, char err[DM_ERRLEN]);
 
 /* Frees the strings; the struct may be loaded again afterwards. */
 void dm_config_fini(struct dm_config *cfg);

@@ -36,20 +36,20 @@ DM_CONF(kafka_brokers, STR, "127.0.0.1:9092", 0, 0, IB, "Kafka bootstrap servers
 DM_CONF(kafka_topic, STR, "danmaku.comments", 0, 0, IB, "comment topic")
 DM_CONF(kafka_partitions, INT, "32", 1, 100000, IB, "partition count P of the topic (room hash)")
 DM_CONF(kafka_linger_ms, INT, "2", 0, 1000, I, "producer linger.ms")
-DM_CONF(kafka_delivery_timeout_ms, INT, "5000", 100, 300000,
-        I, "give up on a record (answer 503) after this long")
+DM_CONF(kafka_delivery_timeout_ms, INT, "5000", 100, 300000, I,
+        "give up on a record (answer 503) after this long")
 DM_CONF(kafka_queue_max, INT, "100000", 100, 10000000, I, "records in flight before 503")
 DM_CONF(kafka_fetch_wait_ms, INT, "5", 1, 1000, B, "consumer fetch.wait.max.ms")
-DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000,
-        B, "release a partition this long after its last local viewer left")
+DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000, B,
+        "release a partition this long after its last local viewer left")
 
 /* Redis */
 DM_CONF(redis_host, STR, "127.0.0.1", 0, 0, IB, "Redis host")
 DM_CONF(redis_port, INT, "6379", 1, 65535, IB, "Redis port")
 DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
 DM_CONF(redis_timeout_ms, INT, "250", 10, 60000, IB, "longest wait for any Redis reply")
-DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000,
-        IB, "TTL of a broadcast node's room counts and heartbeat in Redis")
+DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
+        "TTL of a broadcast node's room counts and heartbeat in Redis")
 
 /* Broadcast WebSocket */
 DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")

@@ -2,6 +2,7 @@
 #include "common/kafka.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -19,6 +20,9 @@ int dm_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
 {
     char errstr[160];
     if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        /* Some librdkafka messages (range errors) end in "\n", which would
+         * split our one-line log record in two. */
+        errstr[strcspn(errstr, "\r\n")] = '\0';
         snprintf(err, DM_ERRLEN, "kafka %.60s: %s", name, errstr);
         return -1;
     }

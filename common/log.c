@@ -51,6 +51,11 @@ void dm_log_write(enum dm_log_level level, const char *fmt, ...)
     n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
     n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ lvl=%s node=%s ",
                           ts.tv_nsec / 1000000, level_names[level], log_node);
+    /* snprintf returns the untruncated length: a node name longer than the
+     * line (node_id is configurable) used to push n past the buffer, and
+     * the vsnprintf below then wrote out of bounds. */
+    if (n >= sizeof(line))
+        n = sizeof(line) - 1;
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);

@@ -16,6 +16,12 @@ int dm_net_listen(const char *host, int port, int backlog, bool reuseport, char 
     char service[16];
     int fd = -1, one = 1, rc, e;
 
+    /* getaddrinfo() takes the service modulo 65536 (70000 binds 4464):
+     * refuse what is not a port instead of listening somewhere else. */
+    if (port < 0 || port > 65535) {
+        snprintf(err, DM_ERRLEN, "listen on %s:%d: port out of range 0..65535", host, port);
+        return -1;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -70,14 +76,18 @@ int dm_net_write_port_file(const char *path, int port, char err[DM_ERRLEN])
 
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     f = fopen(tmp, "w");
-    if (f == NULL)
+    if (f == NULL) {
+        e = errno;
         goto fail;
+    }
     fprintf(f, "%d\n", port);
-    if (fclose(f) != 0 || rename(tmp, path) < 0)
+    if (fclose(f) != 0 || rename(tmp, path) < 0) {
+        e = errno;
+        unlink(tmp); /* a failed write or rename must not leave the temp file behind */
         goto fail;
+    }
     return 0;
 fail:
-    e = errno;
     snprintf(err, DM_ERRLEN, "port file %s: %s", path, strerror(e));
     return -1;
 }

@@ -49,6 +49,14 @@ static uint32_t next_codepoint(const unsigned char **pp)
     return cp;
 }
 
+/* Space characters that render as nothing visible. */
+static bool is_blank(uint32_t cp)
+{
+    return cp == ' ' || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200b) ||
+           cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000 ||
+           cp == 0xfeff;
+}
+
 /* Checks the text: 1..max code points, no control characters, not blank. */
 static const char *check_text(const char *s, size_t len, size_t max_chars)
 {
@@ -62,7 +70,7 @@ static const char *check_text(const char *s, size_t len, size_t max_chars)
         uint32_t cp = next_codepoint(&p);
         if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
             return "text must not contain control characters";
-        if (cp != ' ' && cp != 0x3000 && cp != 0xa0)
+        if (!is_blank(cp))
             blank = false;
         if (++count > max_chars)
             return "text is too long";
@@ -130,18 +138,18 @@ int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars
                 goto out;
             }
         } else if (strcmp(key, "mode") == 0) {
-            int m = json_is_string(v) ? lookup_name(mode_names, DM_ARRAY_LEN(mode_names),
-                                                    json_string_value(v))
-                                      : -1;
+            int m = json_is_string(v)
+                        ? lookup_name(mode_names, DM_ARRAY_LEN(mode_names), json_string_value(v))
+                        : -1;
             if (m < 0) {
                 why = "mode must be scroll, top or bottom";
                 goto out;
             }
             c->mode = (enum dm_mode)m;
         } else if (strcmp(key, "size") == 0) {
-            int s = json_is_string(v) ? lookup_name(size_names, DM_ARRAY_LEN(size_names),
-                                                    json_string_value(v))
-                                      : -1;
+            int s = json_is_string(v)
+                        ? lookup_name(size_names, DM_ARRAY_LEN(size_names), json_string_value(v))
+                        : -1;
             if (s < 0) {
                 why = "size must be small, normal or large";
                 goto out;
@@ -263,8 +271,9 @@ size_t dm_msg_danmaku(char *out, size_t outlen, const char *room, int64_t offset
 {
     /* The room id pattern needs no JSON escaping, and the record is already
      * compact JSON, so the frame is a concatenation. */
-    int n = snprintf(out, outlen, "{\"op\":\"danmaku\",\"room\":\"%s\",\"offset\":%lld,\"data\":",
-                     room, (long long)offset);
+    int n =
+        snprintf(out, outlen, "{\"op\":\"danmaku\",\"room\":\"%s\",\"offset\":%lld,\"data\":", room,
+                 (long long)offset);
     if (n < 0 || (size_t)n + record_len + 1 >= outlen)
         return 0;
     memcpy(out + n, record, record_len);
@@ -280,12 +289,12 @@ char *dm_msg_hello(const char *node, int64_t heartbeat_ms, int max_rooms, size_t
                 len);
 }
 
-char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recovered,
-                    int64_t online, size_t *len)
+char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recovered, int64_t online,
+                    size_t *len)
 {
     return dump(json_pack("{s:s,s:s,s:I,s:I,s:b,s:I}", "op", "joined", "room", room, "epoch",
-                          (json_int_t)epoch, "offset", (json_int_t)offset, "recovered",
-                          recovered, "online", (json_int_t)online),
+                          (json_int_t)epoch, "offset", (json_int_t)offset, "recovered", recovered,
+                          "online", (json_int_t)online),
                 len);
 }
 
@@ -313,8 +322,7 @@ static int get_opt_int(json_t *root, const char *name, bool *has, int64_t *out)
     return 0;
 }
 
-int dm_client_msg_parse(const char *data, size_t len, struct dm_client_msg *m,
-                        const char **reason)
+int dm_client_msg_parse(const char *data, size_t len, struct dm_client_msg *m, const char **reason)
 {
     json_t *root, *op, *room, *token;
     int rc = -1;
@@ -393,7 +401,7 @@ char *dm_msg_http_error(const char *code, const char *message, size_t *len)
 
 char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len)
 {
-    return dump(json_pack("{s:s,s:I,s:i}", "room", room, "online", (json_int_t)online,
-                          "partition", (int)partition),
+    return dump(json_pack("{s:s,s:I,s:i}", "room", room, "online", (json_int_t)online, "partition",
+                          (int)partition),
                 len);
 }

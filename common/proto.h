@@ -13,7 +13,7 @@
 #define DM_ROOM_MAX     64
 #define DM_UID_MAX      128
 #define DM_NAME_MAX     128
-#define DM_ID_LEN       26  /* ULID: 48-bit ms time + 80 random bits, Crockford base32 */
+#define DM_ID_LEN       26   /* ULID: 48-bit ms time + 80 random bits, Crockford base32 */
 #define DM_TEXT_MAX_CAP 1000 /* hard cap on max_text_chars */
 
 enum dm_mode { DM_MODE_SCROLL, DM_MODE_TOP, DM_MODE_BOTTOM };
@@ -30,10 +30,10 @@ struct dm_comment {
     char color[8]; /* "#rrggbb", lower case */
     enum dm_mode mode;
     enum dm_size size;
-    int64_t ts;   /* Unix ms, set by ingest */
-    bool has_vt;  /* vt present */
-    int64_t vt;   /* video time, ms */
-    int prio;     /* priority lane, from the token */
+    int64_t ts;  /* Unix ms, set by ingest */
+    bool has_vt; /* vt present */
+    int64_t vt;  /* video time, ms */
+    int prio;    /* priority lane, from the token */
 };
 
 /* Parses the body of POST /v1/rooms/{room}/danmaku into c (text, color, mode,
@@ -60,16 +60,17 @@ enum dm_record_type { DM_RECORD_COMMENT, DM_RECORD_RETRACT, DM_RECORD_UNKNOWN };
 int dm_record_inspect(const char *value, size_t len, const char *room, size_t room_len);
 
 /* Builds the viewer frame payload {"op":"danmaku","room":R,"offset":O,"data":RECORD}
- * around an already-valid record without re-encoding it. Returns the length
- * written, or 0 when out is too small. */
+ * around an already-valid record without re-encoding it, NUL-terminated.
+ * Returns the length written (without the NUL), or 0 when out is too small
+ * (it needs the length + 1). */
 size_t dm_msg_danmaku(char *out, size_t outlen, const char *room, int64_t offset,
                       const char *record, size_t record_len);
 
 /* Server messages. Each returns a malloc'd compact JSON string the caller
  * frees with free(), and its length in *len. */
 char *dm_msg_hello(const char *node, int64_t heartbeat_ms, int max_rooms, size_t *len);
-char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recovered,
-                    int64_t online, size_t *len);
+char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recovered, int64_t online,
+                    size_t *len);
 char *dm_msg_pong(bool has_id, int64_t id, size_t *len);
 char *dm_msg_error(const char *code, const char *message, size_t *len);
 
@@ -84,8 +85,7 @@ struct dm_client_msg {
 };
 
 /* Parses a client frame. Returns 0, or -1 with *reason a static message. */
-int dm_client_msg_parse(const char *data, size_t len, struct dm_client_msg *m,
-                        const char **reason);
+int dm_client_msg_parse(const char *data, size_t len, struct dm_client_msg *m, const char **reason);
 void dm_client_msg_fini(struct dm_client_msg *m);
 
 /* Body helpers for the ingest API. Caller frees with free(). */

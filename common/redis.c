@@ -13,9 +13,9 @@
 #include "common/check.h"
 #include "common/log.h"
 
-#define DM_REDIS_MAGIC     0x72656469u
-#define RECONNECT_MIN_MS   100
-#define RECONNECT_MAX_MS   5000
+#define DM_REDIS_MAGIC   0x72656469u
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
 
 struct dm_redis {
     unsigned magic;
@@ -23,7 +23,7 @@ struct dm_redis {
     char *host;
     int port;
     int timeout_ms;
-    redisAsyncContext *ac;   /* NULL while disconnected */
+    redisAsyncContext *ac; /* NULL while disconnected */
     bool connected;
     int backoff_ms;
     struct event *reconnect;
@@ -66,8 +66,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
     if (status != REDIS_OK) {
         /* hiredis frees ac after this callback. */
-        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host,
-               r->port, ac->errstr);
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host, r->port,
+               ac->errstr);
         r->ac = NULL;
         schedule_reconnect(r);
         return;
@@ -85,8 +85,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->connected = false;
     if (status != REDIS_OK) {
         r->errors++;
-        DM_LOG(DM_LOG_WARN, "msg=\"redis connection lost\" addr=%s:%d err=\"%s\"", r->host,
-               r->port, ac->errstr);
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connection lost\" addr=%s:%d err=\"%s\"", r->host, r->port,
+               ac->errstr);
     }
     schedule_reconnect(r);
 }
@@ -95,8 +95,8 @@ static void connect_now(struct dm_redis *r)
 {
     redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
     if (ac == NULL || ac->err) {
-        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host,
-               r->port, ac != NULL ? ac->errstr : "out of memory");
+        DM_LOG(DM_LOG_WARN, "msg=\"redis connect failed\" addr=%s:%d err=\"%s\"", r->host, r->port,
+               ac != NULL ? ac->errstr : "out of memory");
         if (ac != NULL)
             redisAsyncFree(ac);
         schedule_reconnect(r);
@@ -113,8 +113,7 @@ static void connect_now(struct dm_redis *r)
     r->ac = ac;
 }
 
-struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port,
-                              int timeout_ms)
+struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port, int timeout_ms)
 {
     struct dm_redis *r = dm_calloc(1, sizeof(*r));
     r->magic = DM_REDIS_MAGIC;

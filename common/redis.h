@@ -23,8 +23,7 @@ typedef void (*dm_redis_reply_cb)(const struct redisReply *reply, void *arg);
 /* Starts connecting to host:port (numeric address or name resolved by
  * hiredis; give an address to keep DNS off the loop). base is borrowed.
  * Never fails: an unreachable Redis is retried in the background. */
-struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port,
-                              int timeout_ms);
+struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port, int timeout_ms);
 
 /* Drops the connection; pending callbacks fire with NULL first. NULL: no-op. */
 void dm_redis_free(struct dm_redis *r);

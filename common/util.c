@@ -43,6 +43,9 @@ char *dm_strdup(const char *s)
 
 char *dm_strndup(const char *s, size_t n)
 {
+    /* POSIX strndup semantics: stop at a NUL within n. This used to memcpy
+     * n bytes regardless, reading past the end of a shorter string. */
+    n = strnlen(s, n);
     char *p = dm_malloc(n + 1);
     memcpy(p, s, n);
     p[n] = '\0';

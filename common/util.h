@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DM_UNUSED(x) ((void)(x))
+#define DM_UNUSED(x)                       ((void)(x))
 #define DM_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-#define DM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define DM_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
 
 /* Codec return convention (picohttpparser): >0 consumed, DM_AGAIN need more
  * input, DM_EPROTO invalid input. */
@@ -18,7 +18,9 @@
 /* Size of the error buffers filled by setup paths. */
 #define DM_ERRLEN 256
 
-/* Allocation: never returns NULL; prints a message and aborts on OOM. */
+/* Allocation: never returns NULL; prints a message and aborts on OOM.
+ * dm_strndup copies at most n bytes of s, stopping at a NUL (POSIX strndup),
+ * and always terminates the copy; s need not be NUL-terminated within n. */
 void *dm_malloc(size_t n);
 void *dm_calloc(size_t count, size_t n);
 void *dm_realloc(void *p, size_t n);

@@ -75,8 +75,7 @@ static void send_json(struct evhttp_request *req, int status, const char *status
     struct evbuffer *buf = evbuffer_new();
     DM_AN(buf);
     evbuffer_add(buf, body, len);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evhttp_send_reply(req, status, status_text, buf);
     evbuffer_free(buf);
 }
@@ -124,8 +123,7 @@ static int authenticate(struct dm_ingest *in, struct evhttp_request *req,
         const char *tok = auth + 7;
         while (*tok == ' ')
             tok++;
-        if (dm_jwt_verify(in->verifier, tok, strlen(tok), dm_now_ms() / 1000, claims,
-                          &reason) == 0)
+        if (dm_jwt_verify(in->verifier, tok, strlen(tok), dm_now_ms() / 1000, claims, &reason) == 0)
             return 0;
     }
     DM_LOG(DM_LOG_DEBUG, "msg=\"token rejected\" reason=%s", reason);
@@ -208,8 +206,8 @@ static void on_room_online(int64_t online, void *arg)
     if (online < 0) {
         send_unavailable(q->in, q->req, "Redis did not answer; retry later");
     } else {
-        int32_t partition = dm_room_partition(q->room, strlen(q->room),
-                                              (int32_t)q->in->cfg->kafka_partitions);
+        int32_t partition =
+            dm_room_partition(q->room, strlen(q->room), (int32_t)q->in->cfg->kafka_partitions);
         char *body = dm_msg_room_info(q->room, online, partition, &len);
         send_json(q->req, 200, "OK", body, len);
         free(body);

@@ -12,13 +12,13 @@ struct dm_http;
 struct dm_store;
 
 struct dm_ingest {
-    struct event_base *base;            /* borrowed from main */
-    const struct dm_config *cfg;        /* borrowed from main */
-    const char *node;                   /* borrowed: cfg->node_id or a generated name */
-    struct dm_jwt_verifier *verifier;   /* owned */
-    struct dm_producer *producer;       /* owned */
-    struct dm_store *store;             /* owned: Redis */
-    struct dm_http *http;               /* owned */
+    struct event_base *base;          /* borrowed from main */
+    const struct dm_config *cfg;      /* borrowed from main */
+    const char *node;                 /* borrowed: cfg->node_id or a generated name */
+    struct dm_jwt_verifier *verifier; /* owned */
+    struct dm_producer *producer;     /* owned */
+    struct dm_store *store;           /* owned: Redis */
+    struct dm_http *http;             /* owned */
 };
 
 /* Builds the node: JWT verifier, Kafka producer, Redis, HTTP listener. base, cfg and

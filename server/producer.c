@@ -22,9 +22,9 @@ struct dm_producer {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
-    int wake[2];             /* librdkafka writes to wake[1] when reports wait */
-    struct event *wake_ev;   /* wake[0] readable */
-    struct event *poll_ev;   /* safety net: poll every 100 ms */
+    int wake[2];           /* librdkafka writes to wake[1] when reports wait */
+    struct event *wake_ev; /* wake[0] readable */
+    struct event *poll_ev; /* safety net: poll every 100 ms */
     bool brokers_down;
     bool fatal;
     int in_flight;
@@ -111,8 +111,7 @@ struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_con
         dm_kafka_conf_set_int(conf, "linger.ms", cfg->kafka_linger_ms, err) < 0 ||
         dm_kafka_conf_set_int(conf, "message.timeout.ms", cfg->kafka_delivery_timeout_ms, err) <
             0 ||
-        dm_kafka_conf_set_int(conf, "queue.buffering.max.messages", cfg->kafka_queue_max, err) <
-            0)
+        dm_kafka_conf_set_int(conf, "queue.buffering.max.messages", cfg->kafka_queue_max, err) < 0)
         goto fail_conf;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_kafka_error);
@@ -163,8 +162,8 @@ void dm_producer_free(struct dm_producer *p, int timeout_ms)
     if (p->rk != NULL) {
         rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            DM_LOG(DM_LOG_WARN, "msg=\"flush incomplete\" in_flight=%d err=\"%s\"",
-                   p->in_flight, rd_kafka_err2str(e));
+            DM_LOG(DM_LOG_WARN, "msg=\"flush incomplete\" in_flight=%d err=\"%s\"", p->in_flight,
+                   rd_kafka_err2str(e));
         /* Anything still queued is purged so its callback fires (with an error). */
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(p->rk, 0);
@@ -200,8 +199,8 @@ int dm_producer_send(struct dm_producer *p, int32_t partition, const char *key, 
     d = dm_malloc(sizeof(*d));
     d->cb = cb;
     d->arg = arg;
-    if (rd_kafka_produce(p->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)(uintptr_t)value, len,
-                         key, keylen, d) < 0) {
+    if (rd_kafka_produce(p->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)(uintptr_t)value, len, key,
+                         keylen, d) < 0) {
         DM_LOG(DM_LOG_DEBUG, "msg=\"produce refused\" err=\"%s\"",
                rd_kafka_err2str(rd_kafka_last_error()));
         free(d);

@@ -37,8 +37,8 @@ struct dm_store *dm_store_new(struct event_base *base, const struct dm_config *c
 {
     struct dm_store *s = dm_calloc(1, sizeof(*s));
     s->cfg = cfg;
-    s->redis = dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port,
-                            (int)cfg->redis_timeout_ms);
+    s->redis =
+        dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port, (int)cfg->redis_timeout_ms);
     return s;
 }
 
@@ -67,10 +67,9 @@ void dm_store_online(struct dm_store *s, const char *room, dm_store_online_cb cb
     q->arg = arg;
     snprintf(nodes, sizeof(nodes), "%snodes", s->cfg->redis_prefix);
     snprintf(prefix, sizeof(prefix), "%sonline:%s:", s->cfg->redis_prefix, room);
-    snprintf(oldest, sizeof(oldest), "%lld",
-             (long long)(dm_now_ms() - s->cfg->membership_ttl_ms));
-    if (dm_redis_commandf(s->redis, on_online_reply, q, "EVAL %s 1 %s %s %s", online_script,
-                          nodes, prefix, oldest) < 0) {
+    snprintf(oldest, sizeof(oldest), "%lld", (long long)(dm_now_ms() - s->cfg->membership_ttl_ms));
+    if (dm_redis_commandf(s->redis, on_online_reply, q, "EVAL %s 1 %s %s %s", online_script, nodes,
+                          prefix, oldest) < 0) {
         free(q);
         cb(-1, arg);
     }

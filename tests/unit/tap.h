@@ -15,7 +15,7 @@ static int tap_count;
 static int tap_failed;
 
 __attribute__((format(printf, 4, 5))) static int tap_ok(int cond, const char *file, int line,
-                                                         const char *fmt, ...)
+                                                        const char *fmt, ...)
 {
     va_list ap;
     tap_count++;

@@ -15,9 +15,9 @@
 #include "common/util.h"
 #include "tests/unit/tap.h"
 
-#define I  DM_CONF_I
-#define B  DM_CONF_B
-#define IB DM_CONF_IB
+#define ING  DM_CONF_I /* the ingest binary's scope */
+#define BC   DM_CONF_B /* the broadcast binary's scope */
+#define BOTH DM_CONF_IB
 
 #define MAX_ARGS 16
 
@@ -114,11 +114,12 @@ static bool contains(const char *hay, const char *needle)
 static void test_defaults(void)
 {
     struct dm_config cfg;
-    int rc = load(&cfg, IB, NULL);
+    int rc = load(&cfg, BOTH, NULL);
 
     ok(rc == 0, "defaults load (rc %d, %s)", rc, err);
     /* Every string key holds exactly its table default. */
-#define DM_CONF_CHECK_STR(name, def) ok(strcmp(cfg.name, def) == 0, "default " #name " = \"%s\"", cfg.name);
+#define DM_CONF_CHECK_STR(name, def)                                                               \
+    ok(strcmp(cfg.name, def) == 0, "default " #name " = \"%s\"", cfg.name);
 #define DM_CONF_CHECK_INT(name, def)
 #define DM_CONF_CHECK_SIZE(name, def)
 #define DM_CONF_CHECK_BOOL(name, def)
@@ -148,60 +149,60 @@ static void test_precedence(void)
 
     snprintf(cflag, sizeof(cflag), "--config=%s", file);
 
-    rc = load(&cfg, I, "--config", file, NULL);
+    rc = load(&cfg, ING, "--config", file, NULL);
     ok(rc == 0 && cfg.http_port == 1001, "file beats default (--config FILE): %lld",
        (long long)cfg.http_port);
     ok(rc == 0 && strcmp(cfg.node_id, "from-file") == 0, "file sets a string");
     ok(rc == 0 && cfg.max_body == 1024, "file sets a size");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, cflag, NULL);
+    rc = load(&cfg, ING, cflag, NULL);
     ok(rc == 0 && cfg.http_port == 1001, "--config=FILE form");
     dm_config_fini(&cfg);
 
     setenv("DANMAKU_CONFIG", file, 1);
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0 && cfg.http_port == 1001, "DANMAKU_CONFIG names the file");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--config", file2, NULL);
+    rc = load(&cfg, ING, "--config", file2, NULL);
     ok(rc == 0 && cfg.http_port == 2001, "--config beats DANMAKU_CONFIG");
     dm_config_fini(&cfg);
 
     setenv("DANMAKU_HTTP_PORT", "1002", 1);
     setenv("DANMAKU_NODE_ID", "from-env", 1);
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0 && cfg.http_port == 1002, "environment beats file: %lld", (long long)cfg.http_port);
     ok(rc == 0 && strcmp(cfg.node_id, "from-env") == 0, "environment beats file for a string");
     ok(rc == 0 && cfg.max_body == 1024, "file value kept where env is silent");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--http-port=1003", NULL);
+    rc = load(&cfg, ING, "--http-port=1003", NULL);
     ok(rc == 0 && cfg.http_port == 1003, "argv beats environment: %lld", (long long)cfg.http_port);
     ok(rc == 0 && strcmp(cfg.node_id, "from-env") == 0, "env value kept where argv is silent");
     ok(rc == 0 && cfg.max_body == 1024, "file value kept where env and argv are silent");
     dm_config_fini(&cfg);
 
     /* The position of --config among the flags does not matter. */
-    rc = load(&cfg, I, "--http-port=1003", "--config", file2, NULL);
+    rc = load(&cfg, ING, "--http-port=1003", "--config", file2, NULL);
     ok(rc == 0 && cfg.http_port == 1003, "argv beats a --config given after it");
     dm_config_fini(&cfg);
 
     unsetenv("DANMAKU_HTTP_PORT");
     unsetenv("DANMAKU_NODE_ID");
     unsetenv("DANMAKU_CONFIG");
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0 && cfg.http_port == 8080 && strcmp(cfg.node_id, "") == 0,
        "back to defaults without file and env");
     dm_config_fini(&cfg);
 
     /* A later flag wins over an earlier one. */
-    rc = load(&cfg, I, "--http-port=1", "--http-port=2", NULL);
+    rc = load(&cfg, ING, "--http-port=1", "--http-port=2", NULL);
     ok(rc == 0 && cfg.http_port == 2, "last flag wins");
     dm_config_fini(&cfg);
 
     setenv("DANMAKU_CONFIG", "", 1);
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0, "empty DANMAKU_CONFIG means no file");
     dm_config_fini(&cfg);
     unsetenv("DANMAKU_CONFIG");
@@ -216,54 +217,53 @@ static void test_flag_forms(void)
     struct dm_config cfg;
     int rc;
 
-    rc = load(&cfg, I, "--http-port=9000", NULL);
+    rc = load(&cfg, ING, "--http-port=9000", NULL);
     ok(rc == 0 && cfg.http_port == 9000, "--key=value");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--http-port", "9001", "--node-id", "n1", NULL);
-    ok(rc == 0 && cfg.http_port == 9001 && strcmp(cfg.node_id, "n1") == 0, "--key value (%s)",
-       err);
+    rc = load(&cfg, ING, "--http-port", "9001", "--node-id", "n1", NULL);
+    ok(rc == 0 && cfg.http_port == 9001 && strcmp(cfg.node_id, "n1") == 0, "--key value (%s)", err);
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--http_port=9002", NULL);
+    rc = load(&cfg, ING, "--http_port=9002", NULL);
     ok(rc == 0 && cfg.http_port == 9002, "underscores accepted in flags");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--node-id=", NULL);
+    rc = load(&cfg, ING, "--node-id=", NULL);
     ok(rc == 0 && strcmp(cfg.node_id, "") == 0, "--key= sets an empty string");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--cors-origins=a=b", NULL);
+    rc = load(&cfg, ING, "--cors-origins=a=b", NULL);
     ok(rc == 0 && strcmp(cfg.cors_origins, "a=b") == 0, "value may contain '='");
     dm_config_fini(&cfg);
 
     setenv("DANMAKU_ALLOW_ANONYMOUS", "false", 1);
-    rc = load(&cfg, B, NULL);
+    rc = load(&cfg, BC, NULL);
     ok(rc == 0 && cfg.allow_anonymous == false, "env sets a boolean false");
     dm_config_fini(&cfg);
-    rc = load(&cfg, B, "--allow-anonymous", NULL);
+    rc = load(&cfg, BC, "--allow-anonymous", NULL);
     ok(rc == 0 && cfg.allow_anonymous == true, "bare boolean flag means true");
     dm_config_fini(&cfg);
-    rc = load(&cfg, B, "--allow-anonymous", "--ws-port", "7", NULL);
+    rc = load(&cfg, BC, "--allow-anonymous", "--ws-port", "7", NULL);
     ok(rc == 0 && cfg.allow_anonymous == true && cfg.ws_port == 7,
        "bare boolean flag does not swallow the next argument");
     dm_config_fini(&cfg);
     unsetenv("DANMAKU_ALLOW_ANONYMOUS");
-    rc = load(&cfg, B, "--allow-anonymous=off", NULL);
+    rc = load(&cfg, BC, "--allow-anonymous=off", NULL);
     ok(rc == 0 && cfg.allow_anonymous == false, "--bool=off");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--http-port", NULL);
-    ok(rc == -1 && contains(err, "http_port") && contains(err, "value"),
+    rc = load(&cfg, ING, "--http-port", NULL);
+    ok(rc == -1 && contains(err, "--http-port") && contains(err, "value"),
        "missing value is an error naming the key: %s", err);
 
-    rc = load(&cfg, I, "--config", NULL);
+    rc = load(&cfg, ING, "--config", NULL);
     ok(rc == -1 && contains(err, "--config"), "--config without a file is an error: %s", err);
 
-    rc = load(&cfg, I, "stray", NULL);
+    rc = load(&cfg, ING, "stray", NULL);
     ok(rc == -1 && contains(err, "stray"), "positional argument rejected: %s", err);
 
-    rc = load(&cfg, I, "-p", "80", NULL);
+    rc = load(&cfg, ING, "-p", "80", NULL);
     ok(rc == -1 && contains(err, "-p"), "short option rejected: %s", err);
 }
 
@@ -276,7 +276,7 @@ struct value_case {
     const char *named; /* substring of err when rc == -1 (besides the key) */
 };
 
-#define FIELD(c, k)  (*(int64_t *)(void *)((char *)(c) + (k)))
+#define FIELD(c, k) (*(int64_t *)(void *)((char *)(c) + (k)))
 
 static void run_value_cases(const char *key, size_t off, unsigned scope,
                             const struct value_case *cases, size_t n)
@@ -286,9 +286,8 @@ static void run_value_cases(const char *key, size_t off, unsigned scope,
         struct dm_config cfg;
         int rc = load(&cfg, scope, t->flag, NULL);
         if (t->rc == 0) {
-            ok(rc == 0 && FIELD(&cfg, off) == t->value, "%s -> %lld (got rc %d, %lld, %s)",
-               t->flag, (long long)t->value, rc, rc == 0 ? (long long)FIELD(&cfg, off) : 0LL,
-               err);
+            ok(rc == 0 && FIELD(&cfg, off) == t->value, "%s -> %lld (got rc %d, %lld, %s)", t->flag,
+               (long long)t->value, rc, rc == 0 ? (long long)FIELD(&cfg, off) : 0LL, err);
             if (rc == 0)
                 dm_config_fini(&cfg);
         } else {
@@ -329,9 +328,9 @@ static void test_sizes(void)
         {"--max-client-outbuf=3k", -1, 0, "4096"},
         {"--max-client-outbuf=2g", -1, 0, "1073741824"},
     };
-    run_value_cases("max_body", offsetof(struct dm_config, max_body), I, max_body,
+    run_value_cases("max_body", offsetof(struct dm_config, max_body), ING, max_body,
                     DM_ARRAY_LEN(max_body));
-    run_value_cases("max_client_outbuf", offsetof(struct dm_config, max_client_outbuf), B, outbuf,
+    run_value_cases("max_client_outbuf", offsetof(struct dm_config, max_client_outbuf), BC, outbuf,
                     DM_ARRAY_LEN(outbuf));
 }
 
@@ -349,13 +348,13 @@ static void test_ints(void)
         {"--http-port=0x50", -1, 0, "0x50"},
         {"--http-port=99999999999999999999", -1, 0, "99999999999999999999"},
     };
-    run_value_cases("http_port", offsetof(struct dm_config, http_port), I, http_port,
+    run_value_cases("http_port", offsetof(struct dm_config, http_port), ING, http_port,
                     DM_ARRAY_LEN(http_port));
 
     /* The same bound is enforced when the value comes from env or a file. */
     struct dm_config cfg;
     setenv("DANMAKU_MAX_ROOMS", "0", 1);
-    int rc = load(&cfg, B, NULL);
+    int rc = load(&cfg, BC, NULL);
     ok(rc == -1 && contains(err, "max_rooms") && contains(err, "DANMAKU_MAX_ROOMS") &&
            contains(err, "1"),
        "env value out of bounds names the variable and key: %s", err);
@@ -369,10 +368,10 @@ static void test_bools(void)
         int rc;
         bool b;
     } cases[] = {
-        {"true", 0, true},   {"false", 0, false}, {"1", 0, true},     {"0", 0, false},
-        {"yes", 0, true},    {"no", 0, false},    {"on", 0, true},    {"off", 0, false},
-        {"TRUE", 0, true},   {"Off", 0, false},   {"maybe", -1, 0},   {"", -1, 0},
-        {"2", -1, 0},        {"truee", -1, 0},    {"y", -1, 0},
+        {"true", 0, true}, {"false", 0, false}, {"1", 0, true},   {"0", 0, false},
+        {"yes", 0, true},  {"no", 0, false},    {"on", 0, true},  {"off", 0, false},
+        {"TRUE", 0, true}, {"Off", 0, false},   {"maybe", -1, 0}, {"", -1, 0},
+        {"2", -1, 0},      {"truee", -1, 0},    {"y", -1, 0},
     };
     char flag[64];
 
@@ -381,10 +380,10 @@ static void test_bools(void)
         snprintf(flag, sizeof(flag), "--allow-anonymous=%s", cases[i].value);
         /* Start from the opposite value so a no-op cannot pass. */
         setenv("DANMAKU_ALLOW_ANONYMOUS", cases[i].b ? "false" : "true", 1);
-        int rc = load(&cfg, B, flag, NULL);
+        int rc = load(&cfg, BC, flag, NULL);
         if (cases[i].rc == 0) {
-            ok(rc == 0 && cfg.allow_anonymous == cases[i].b, "boolean \"%s\" -> %s",
-               cases[i].value, cases[i].b ? "true" : "false");
+            ok(rc == 0 && cfg.allow_anonymous == cases[i].b, "boolean \"%s\" -> %s", cases[i].value,
+               cases[i].b ? "true" : "false");
             if (rc == 0)
                 dm_config_fini(&cfg);
         } else {
@@ -402,47 +401,47 @@ static void test_unknown_and_scope(void)
     struct dm_config cfg;
     int rc;
 
-    rc = load(&cfg, I, "--no-such-key=1", NULL);
+    rc = load(&cfg, ING, "--no-such-key=1", NULL);
     ok(rc == -1 && contains(err, "no-such-key"), "unknown flag rejected: %s", err);
 
-    rc = load(&cfg, I, "--no-such-bool", NULL);
+    rc = load(&cfg, ING, "--no-such-bool", NULL);
     ok(rc == -1 && contains(err, "no-such-bool"), "unknown bare flag rejected: %s", err);
 
-    rc = load(&cfg, I, "--ws-port=1", NULL);
+    rc = load(&cfg, ING, "--ws-port=1", NULL);
     ok(rc == -1 && contains(err, "ws-port"), "broadcast key rejected by ingest: %s", err);
 
-    rc = load(&cfg, B, "--http-port=1", NULL);
+    rc = load(&cfg, BC, "--http-port=1", NULL);
     ok(rc == -1 && contains(err, "http-port"), "ingest key rejected by broadcast: %s", err);
 
-    rc = load(&cfg, B, "--ws-port=1", NULL);
+    rc = load(&cfg, BC, "--ws-port=1", NULL);
     ok(rc == 0 && cfg.ws_port == 1, "broadcast key accepted by broadcast");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, I, "--kafka-brokers=k:1", NULL);
+    rc = load(&cfg, ING, "--kafka-brokers=k:1", NULL);
     ok(rc == 0 && strcmp(cfg.kafka_brokers, "k:1") == 0, "shared key accepted by ingest");
     dm_config_fini(&cfg);
 
     /* The environment of a shared deployment may hold the other binary's keys. */
     setenv("DANMAKU_WS_PORT", "not-a-number", 1);
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0, "other scope's env variable ignored (%s)", err);
     dm_config_fini(&cfg);
-    rc = load(&cfg, B, NULL);
+    rc = load(&cfg, BC, NULL);
     ok(rc == -1 && contains(err, "ws_port"), "... but read by its own binary: %s", err);
     unsetenv("DANMAKU_WS_PORT");
 
     const char *other = tmp_file("ws_port = 1234\nhttp_port = 1\n");
-    rc = load(&cfg, I, "--config", other, NULL);
+    rc = load(&cfg, ING, "--config", other, NULL);
     ok(rc == 0 && cfg.ws_port == 8081 && cfg.http_port == 1,
        "file: other scope's key ignored, own key applied (%s)", err);
     dm_config_fini(&cfg);
-    rc = load(&cfg, B, "--config", other, NULL);
+    rc = load(&cfg, BC, "--config", other, NULL);
     ok(rc == 0 && cfg.ws_port == 1234 && cfg.http_port == 8080,
        "file: the other binary reads the same file the other way round (%s)", err);
     dm_config_fini(&cfg);
 
     const char *unknown = tmp_file("http_port = 1\nno_such_key = 2\n");
-    rc = load(&cfg, I, "--config", unknown, NULL);
+    rc = load(&cfg, ING, "--config", unknown, NULL);
     char where[600];
     snprintf(where, sizeof(where), "%s:2", unknown);
     ok(rc == -1 && contains(err, where) && contains(err, "no_such_key"),
@@ -458,7 +457,7 @@ static void check_help(unsigned scope, const char *name)
     char flag[64], env[64], def[128];
     int listed = 0, hidden = 0, total_in = 0, total_out = 0;
 
-#define DM_CONF(kname, type, kdef, min, max, kscope, help)                                          \
+#define DM_CONF(kname, type, kdef, min, max, kscope, help)                                         \
     do {                                                                                           \
         size_t j;                                                                                  \
         snprintf(flag, sizeof(flag), "--%s ", #kname);                                             \
@@ -474,7 +473,7 @@ static void check_help(unsigned scope, const char *name)
             if (contains(help_text, flag) && contains(help_text, def))                             \
                 listed++;                                                                          \
             else                                                                                   \
-                printf("# %s: %s missing \"%s\" or \"%s\"\n", name, #kname, flag, def);           \
+                printf("# %s: %s missing \"%s\" or \"%s\"\n", name, #kname, flag, def);            \
         } else {                                                                                   \
             total_out++;                                                                           \
             if (!contains(help_text, flag) && !contains(help_text, env))                           \
@@ -486,8 +485,8 @@ static void check_help(unsigned scope, const char *name)
 #include "common/config_table.h"
 #undef DM_CONF
 
-    ok(total_in > 0 && listed == total_in, "%s --help lists all %d keys with env and default",
-       name, total_in);
+    ok(total_in > 0 && listed == total_in, "%s --help lists all %d keys with env and default", name,
+       total_in);
     ok(total_out > 0 && hidden == total_out, "%s --help hides the other scope's %d keys", name,
        total_out);
 }
@@ -497,24 +496,24 @@ static void test_help(void)
     struct dm_config cfg;
     int rc;
 
-    rc = load(&cfg, I, "--help", NULL);
+    rc = load(&cfg, ING, "--help", NULL);
     ok(rc == 1, "--help returns 1");
     ok(contains(help_text, "usage: prog"), "usage line names the program");
-    check_help(I, "ingest");
+    check_help(ING, "ingest");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, B, "--ws-port=1", "--help", NULL);
+    rc = load(&cfg, BC, "--ws-port=1", "--help", NULL);
     ok(rc == 1, "--help after other flags returns 1");
-    check_help(B, "broadcast");
+    check_help(BC, "broadcast");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, B, "-h", NULL);
+    rc = load(&cfg, BC, "-h", NULL);
     ok(rc == 1 && contains(help_text, "--ws-port"), "-h is --help");
     dm_config_fini(&cfg);
 
     ok(contains(help_text, "range 4096..1073741824"), "SIZE bounds are printed");
 
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == 0 && help_text != NULL && help_text[0] == '\0', "nothing printed without --help");
     dm_config_fini(&cfg);
 }
@@ -528,8 +527,8 @@ static void test_log_level(void)
         int rc;
         enum dm_log_level level;
     } cases[] = {
-        {"debug", 0, DM_LOG_DEBUG}, {"info", 0, DM_LOG_INFO},   {"warn", 0, DM_LOG_WARN},
-        {"error", 0, DM_LOG_ERROR}, {"verbose", -1, DM_LOG_INFO}, {"", -1, DM_LOG_INFO},
+        {"debug", 0, DM_LOG_DEBUG},   {"info", 0, DM_LOG_INFO},     {"warn", 0, DM_LOG_WARN},
+        {"error", 0, DM_LOG_ERROR},   {"verbose", -1, DM_LOG_INFO}, {"", -1, DM_LOG_INFO},
         {"warning", -1, DM_LOG_INFO},
     };
     char flag[64];
@@ -539,7 +538,7 @@ static void test_log_level(void)
         /* A level that differs from the expected one, so the store is seen. */
         dm_log_min_level = cases[i].level == DM_LOG_ERROR ? DM_LOG_DEBUG : DM_LOG_ERROR;
         snprintf(flag, sizeof(flag), "--log-level=%s", cases[i].value);
-        int rc = load(&cfg, IB, flag, NULL);
+        int rc = load(&cfg, BOTH, flag, NULL);
         if (cases[i].rc == 0) {
             ok(rc == 0 && dm_log_min_level == cases[i].level &&
                    strcmp(cfg.log_level, cases[i].value) == 0,
@@ -570,7 +569,7 @@ static void test_files(void)
                                 "max_body=8k\n"
                                 "node-id = dashes-work-too\n"
                                 "jwt_issuer =\n");
-    rc = load(&cfg, I, "--config", good, NULL);
+    rc = load(&cfg, ING, "--config", good, NULL);
     ok(rc == 0, "file with comments and blank lines loads (%s)", err);
     ok(rc == 0 && cfg.http_port == 1234, "spaces around key and value trimmed");
     ok(rc == 0 && cfg.max_body == 8192, "key=value without spaces");
@@ -580,27 +579,27 @@ static void test_files(void)
         dm_config_fini(&cfg);
 
     const char *garbage = tmp_file("http_port = 1\n# fine\nthis line is garbage\n");
-    rc = load(&cfg, I, "--config", garbage, NULL);
+    rc = load(&cfg, ING, "--config", garbage, NULL);
     snprintf(where, sizeof(where), "%s:3", garbage);
     ok(rc == -1 && contains(err, where), "garbage line reported with file:line: %s", err);
 
     const char *bad = tmp_file("\nmax_body = 2g\n");
-    rc = load(&cfg, I, "--config", bad, NULL);
+    rc = load(&cfg, ING, "--config", bad, NULL);
     snprintf(where, sizeof(where), "%s:2", bad);
     ok(rc == -1 && contains(err, where) && contains(err, "max_body") && contains(err, "1048576"),
        "bad value reported with file:line, key and bound: %s", err);
 
     const char *badbool = tmp_file("allow_anonymous = sure\n");
-    rc = load(&cfg, B, "--config", badbool, NULL);
+    rc = load(&cfg, BC, "--config", badbool, NULL);
     ok(rc == -1 && contains(err, "allow_anonymous") && contains(err, "sure"),
        "bad boolean in a file: %s", err);
 
     const char *missing = "/nonexistent-dir-for-danmaku-tests/cfg";
-    rc = load(&cfg, I, "--config", missing, NULL);
+    rc = load(&cfg, ING, "--config", missing, NULL);
     ok(rc == -1 && contains(err, missing), "missing file is an error naming it: %s", err);
 
     setenv("DANMAKU_CONFIG", missing, 1);
-    rc = load(&cfg, I, NULL);
+    rc = load(&cfg, ING, NULL);
     ok(rc == -1 && contains(err, missing), "missing DANMAKU_CONFIG file is an error: %s", err);
     unsetenv("DANMAKU_CONFIG");
 
@@ -612,7 +611,7 @@ static void test_files(void)
 static void test_fini(void)
 {
     struct dm_config cfg;
-    int rc = load(&cfg, IB, "--node-id=n1", NULL);
+    int rc = load(&cfg, BOTH, "--node-id=n1", NULL);
 
     ok(rc == 0 && cfg.node_id != NULL, "loaded");
     dm_config_fini(&cfg);
@@ -621,13 +620,38 @@ static void test_fini(void)
     dm_config_fini(&cfg); /* idempotent: a second fini must not double free */
     ok(1, "second fini is harmless");
 
-    rc = load(&cfg, IB, "--node-id=n2", NULL);
+    rc = load(&cfg, BOTH, "--node-id=n2", NULL);
     ok(rc == 0 && strcmp(cfg.node_id, "n2") == 0, "the struct loads again after fini");
     dm_config_fini(&cfg);
 
-    rc = load(&cfg, IB, "--node-id=n3", "--http-port=x", NULL);
+    rc = load(&cfg, BOTH, "--node-id=n3", "--http-port=x", NULL);
     ok(rc == -1 && cfg.node_id == NULL && cfg.log_level == NULL,
        "a failed load frees what it had set (LSan checks the rest)");
+}
+
+/* ---- dm_config_node_name ------------------------------------------------ */
+
+static void test_node_name(void)
+{
+    struct dm_config cfg;
+    char name[64], want[300], host[256];
+    int rc = load(&cfg, BOTH, "--node-id=bcast-7", NULL);
+
+    dm_config_node_name(&cfg, name, sizeof(name));
+    ok(rc == 0 && strcmp(name, "bcast-7") == 0, "node_id wins: %s", name);
+    dm_config_node_name(&cfg, name, 4);
+    ok(strcmp(name, "bca") == 0, "cut to the buffer: %s", name);
+    dm_config_fini(&cfg);
+
+    rc = load(&cfg, BOTH, NULL);
+    dm_config_node_name(&cfg, name, sizeof(name));
+    if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "node");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(want, sizeof(want), "%s-%ld", host, (long)getpid());
+    ok(rc == 0 && strncmp(name, want, sizeof(name) - 1) == 0,
+       "empty node_id: <hostname>-<pid> = %s", name);
+    dm_config_fini(&cfg);
 }
 
 int main(void)
@@ -644,6 +668,7 @@ int main(void)
     subtest("log_level", test_log_level);
     subtest("config files", test_files);
     subtest("fini", test_fini);
+    subtest("dm_config_node_name", test_node_name);
     free(help_text);
     return done_testing();
 }
