@@ -39,7 +39,9 @@ for pkg in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}"; do
 done
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-if ! python3 -m pytest --version >/dev/null 2>&1; then
+# tests/run.sh uses the first of python3 and /usr/bin/python3 that has pytest.
+if ! python3 -m pytest --version >/dev/null 2>&1 &&
+    ! /usr/bin/python3 -m pytest --version >/dev/null 2>&1; then
     installed python3 || missing+=(python3)
     installed python3-pytest || missing+=(python3-pytest)
 fi

@@ -30,6 +30,8 @@ die() {
 }
 
 deploy/install-deps.sh || die "installing dependencies failed"
+PYTHON=python3
+"$PYTHON" -m pytest --version >/dev/null 2>&1 || PYTHON=/usr/bin/python3
 
 for mode in $MODES; do
     san=
@@ -71,9 +73,9 @@ for mode in $MODES; do
     echo "== integration tests ($mode)"
     xml="$STATE/pytest-$mode.xml"
     # shellcheck disable=SC2086
-    DANMAKU_BUILD="$ROOT/build/$mode" python3 -m pytest -q -p no:cacheprovider \
+    DANMAKU_BUILD="$ROOT/build/$mode" "$PYTHON" -m pytest -q -p no:cacheprovider \
         --junitxml="$xml" ${PYTEST_ARGS:-} tests/integration
-    counts=$(python3 - "$xml" <<'PY'
+    counts=$("$PYTHON" - "$xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
     root = ET.parse(sys.argv[1]).getroot()
