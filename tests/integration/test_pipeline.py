@@ -218,3 +218,21 @@ def test_broadcast_plain_http_and_bad_handshakes(nodes):
     assert ws.status == 400
     ws = WSClient(bcast.port, "/elsewhere")
     assert ws.status == 404
+
+
+def test_sender_hanging_up_before_the_ack_does_not_hurt_the_node(nodes):
+    import socket
+    import json as _json
+    ingest, _ = nodes
+    token = mint("gina")
+    body = _json.dumps({"text": "gone"}).encode()
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", ingest.port))
+        s.sendall(b"POST /v1/rooms/hangup/danmaku HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + token.encode() + b"\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s.close()
+    # The node still answers, and later comments still get their 201.
+    status, _, created = post_comment(ingest.port, "hangup", "still here", token)
+    assert status == 201, created
