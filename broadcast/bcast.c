@@ -148,7 +148,7 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
         DM_AN(p->release);
     }
     int64_t ms = b->cfg->partition_grace_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(ms);
     evtimer_add(p->release, &tv);
 }
 
@@ -202,7 +202,7 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
 {
     struct dm_bcast *b = dm_calloc(1, sizeof(*b));
     int64_t hb = cfg->heartbeat_ms;
-    struct timeval tv = {(time_t)(hb / 1000), (suseconds_t)(hb % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(hb);
     int fd;
 
     b->base = base;

@@ -63,7 +63,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg);
 
 static void set_read_timeout(struct dm_conn *c, int64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(ms);
     bufferevent_set_timeouts(c->bev, &tv, NULL);
 }
 
@@ -245,7 +245,7 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
     bufferevent_disable(c->bev, EV_READ);
 
     if (close_reasons[reason].flush && evbuffer_get_length(out) > 0) {
-        struct timeval tv = {CLOSE_FLUSH_MS / 1000, (CLOSE_FLUSH_MS % 1000) * 1000};
+        struct timeval tv = dm_timeval_ms(CLOSE_FLUSH_MS);
         bufferevent_set_timeouts(c->bev, NULL, &tv);
         bufferevent_setcb(c->bev, NULL, on_closing_write, on_closing_event, c);
         bufferevent_enable(c->bev, EV_WRITE);

@@ -53,9 +53,7 @@ struct dm_consumer {
     int32_t npart;
     struct part *parts;
 
-    int wake[2]; /* the consumer queue writes to wake[1] */
-    struct event *wake_ev;
-    struct event *poll_ev; /* safety net */
+    struct dm_kafka_waker *waker; /* records are waiting */
 
     /* Finished lookups, handed from their threads to the loop. */
     pthread_mutex_t lock;
@@ -91,19 +89,8 @@ static void drain_queue(struct dm_consumer *c)
     } while (n == BATCH);
 }
 
-static void on_wake_read(evutil_socket_t fd, short what, void *arg)
+static void on_records_ready(void *arg)
 {
-    char buf[64];
-    DM_UNUSED(what);
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    drain_queue(arg);
-}
-
-static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
-{
-    DM_UNUSED(fd);
-    DM_UNUSED(what);
     drain_queue(arg);
 }
 
@@ -194,7 +181,7 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
                 DM_LOG(DM_LOG_WARN, "msg=\"log end lookup failed\" partition=%d err=\"%s\"",
                        l->partition, rd_kafka_err2str(l->err));
                 p->retry = true;
-                struct timeval tv = {0, LOOKUP_RETRY_MS * 1000};
+                struct timeval tv = dm_timeval_ms(LOOKUP_RETRY_MS);
                 event_add(c->retry_ev, &tv);
             }
         }
@@ -209,7 +196,6 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     struct dm_consumer *c = dm_calloc(1, sizeof(*c));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
     char group[200], errstr[160];
-    struct timeval tick = {0, 100 * 1000};
 
     c->magic = DM_CONSUMER_MAGIC;
     c->base = base;
@@ -219,7 +205,7 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     c->arg = arg;
     c->npart = (int32_t)cfg->kafka_partitions;
     c->parts = dm_calloc((size_t)c->npart, sizeof(*c->parts));
-    c->wake[0] = c->wake[1] = c->done_pipe[0] = c->done_pipe[1] = -1;
+    c->done_pipe[0] = c->done_pipe[1] = -1;
     pthread_mutex_init(&c->lock, NULL);
 
     /* incremental_assign needs a group.id in librdkafka 2.0; the group is
@@ -244,20 +230,17 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     rd_kafka_poll_set_consumer(c->rk);
     c->queue = rd_kafka_queue_get_consumer(c->rk);
 
-    if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) < 0 ||
-        pipe2(c->done_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+    c->waker = dm_kafka_waker_new(base, c->queue, on_records_ready, c, err);
+    if (c->waker == NULL)
+        goto fail;
+    if (pipe2(c->done_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
         int e = errno;
         snprintf(err, DM_ERRLEN, "pipe: %s", strerror(e));
         goto fail;
     }
-    rd_kafka_queue_io_event_enable(c->queue, c->wake[1], "w", 1);
-    c->wake_ev = event_new(base, c->wake[0], EV_READ | EV_PERSIST, on_wake_read, c);
-    c->poll_ev = event_new(base, -1, EV_PERSIST, on_poll_timer, c);
     c->done_ev = event_new(base, c->done_pipe[0], EV_READ | EV_PERSIST, on_lookup_done, c);
     c->retry_ev = evtimer_new(base, on_retry_timer, c);
-    if (c->wake_ev == NULL || c->poll_ev == NULL || c->done_ev == NULL || c->retry_ev == NULL ||
-        event_add(c->wake_ev, NULL) < 0 || event_add(c->poll_ev, &tick) < 0 ||
-        event_add(c->done_ev, NULL) < 0) {
+    if (c->done_ev == NULL || c->retry_ev == NULL || event_add(c->done_ev, NULL) < 0) {
         snprintf(err, DM_ERRLEN, "consumer events: cannot register");
         goto fail;
     }
@@ -291,25 +274,18 @@ void dm_consumer_free(struct dm_consumer *c)
             free(l);
         }
     }
-    if (c->wake_ev != NULL)
-        event_free(c->wake_ev);
-    if (c->poll_ev != NULL)
-        event_free(c->poll_ev);
+    dm_kafka_waker_free(c->waker);
     if (c->done_ev != NULL)
         event_free(c->done_ev);
     if (c->retry_ev != NULL)
         event_free(c->retry_ev);
-    if (c->queue != NULL) {
-        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+    if (c->queue != NULL)
         rd_kafka_queue_destroy(c->queue);
-    }
     if (c->rk != NULL) {
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
     for (int i = 0; i < 2; i++) {
-        if (c->wake[i] >= 0)
-            close(c->wake[i]);
         if (c->done_pipe[i] >= 0)
             close(c->done_pipe[i]);
     }

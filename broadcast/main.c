@@ -1,26 +1,15 @@
 /* danmaku-broadcast: argv -> config -> node -> event loop -> drain -> teardown. */
-#include <signal.h>
 #include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #include <event2/event.h>
 
 #include "broadcast/bcast.h"
-#include "common/config.h"
 #include "common/log.h"
-#include "common/util.h"
+#include "common/process.h"
 
-/* How long SIGTERM waits for viewers to take their `reconnect`. */
+/* How long SIGTERM waits for viewers to take their `reconnect` and for Redis
+ * to forget this node. */
 #define DRAIN_DEADLINE_MS 5000
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    struct event_base *base = arg;
-    DM_UNUSED(what);
-    DM_LOG(DM_LOG_INFO, "msg=\"stopping\" signal=%d", (int)sig);
-    event_base_loopbreak(base);
-}
 
 static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 {
@@ -31,64 +20,33 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-    struct dm_config cfg;
-    char err[DM_ERRLEN], node[256];
-    struct event_base *base = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
-    struct dm_bcast *b = NULL;
-    int rc;
+    struct dm_process proc;
+    struct dm_bcast *b;
+    char err[DM_ERRLEN];
+    int rc = dm_process_init(&proc, DM_CONF_B, "danmaku-broadcast", argc, argv);
 
-    rc = dm_config_load(&cfg, DM_CONF_B, "danmaku-broadcast", argc, argv, stdout, err);
-    if (rc != 0) {
-        if (rc < 0)
-            fprintf(stderr, "danmaku-broadcast: %s\n", err);
+    if (rc != 0)
         return rc < 0 ? 1 : 0;
-    }
-    dm_config_node_name(&cfg, node, sizeof(node));
-    dm_log_set_node(node);
-    dm_log_route_libevent();
-    dm_config_log(&cfg, DM_CONF_B);
-    signal(SIGPIPE, SIG_IGN);
-
-    rc = 1;
-    base = event_base_new();
-    if (base == NULL) {
-        DM_LOG(DM_LOG_ERROR, "msg=\"event_base_new failed\"");
-        goto out;
-    }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0) {
-        DM_LOG(DM_LOG_ERROR, "msg=\"cannot install signal handlers\"");
-        goto out;
-    }
-    b = dm_bcast_new(base, &cfg, node, err);
+    b = dm_bcast_new(proc.base, &proc.cfg, proc.node, err);
     if (b == NULL) {
         DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
-        goto out;
+        dm_process_fini(&proc);
+        return 1;
     }
-    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg.kafka_brokers,
-           cfg.kafka_topic, (long long)cfg.kafka_partitions);
-    event_base_dispatch(base);
+    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", proc.cfg.kafka_brokers,
+           proc.cfg.kafka_topic, (long long)proc.cfg.kafka_partitions);
+    event_base_dispatch(proc.base);
 
-    /* Drain: viewers get `reconnect` and close 1012; run the loop until they
-     * are gone or the deadline passes. */
+    /* Drain: viewers get `reconnect` and close 1012, then this node leaves
+     * Redis; the loop runs until that is done or the deadline passes. */
     bool deadline_passed = false;
-    struct timeval deadline = {DRAIN_DEADLINE_MS / 1000, (DRAIN_DEADLINE_MS % 1000) * 1000};
-    event_base_once(base, -1, EV_TIMEOUT, on_drain_deadline, &deadline_passed, &deadline);
+    struct timeval deadline = dm_timeval_ms(DRAIN_DEADLINE_MS);
+    event_base_once(proc.base, -1, EV_TIMEOUT, on_drain_deadline, &deadline_passed, &deadline);
     while (dm_bcast_drain(b) > 0 && !deadline_passed)
-        event_base_loop(base, EVLOOP_ONCE);
-    rc = 0;
-out:
+        event_base_loop(proc.base, EVLOOP_ONCE);
+
     dm_bcast_free(b);
-    if (sigterm != NULL)
-        event_free(sigterm);
-    if (sigint != NULL)
-        event_free(sigint);
-    if (base != NULL)
-        event_base_free(base);
-    dm_config_fini(&cfg);
-    DM_LOG(DM_LOG_INFO, "msg=\"stopped\" status=%d", rc);
-    return rc;
+    DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
+    dm_process_fini(&proc);
+    return 0;
 }

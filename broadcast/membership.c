@@ -118,7 +118,7 @@ struct dm_membership *dm_membership_new(struct event_base *base, const struct dm
 {
     struct dm_membership *m = dm_calloc(1, sizeof(*m));
     int64_t every = cfg->membership_ttl_ms / 3;
-    struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(every);
 
     m->magic = DM_MEMBERSHIP_MAGIC;
     m->cfg = cfg;
@@ -148,7 +148,7 @@ void dm_membership_changed(struct dm_membership *m, struct dm_room *r)
     struct change *c = &m->changes[m->nchanges++];
     memcpy(c->room, r->name, r->name_len + 1);
     if (!evtimer_pending(m->flush, NULL)) {
-        struct timeval tv = {0, FLUSH_DELAY_MS * 1000};
+        struct timeval tv = dm_timeval_ms(FLUSH_DELAY_MS);
         evtimer_add(m->flush, &tv);
     }
 }

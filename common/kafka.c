@@ -1,7 +1,14 @@
 /* Shared librdkafka configuration helpers. */
 #include "common/kafka.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 #include <string.h>
 
 #include "common/check.h"
@@ -47,4 +54,75 @@ rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers)
         DM_PANIC("bootstrap.servers refused");
     rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     return conf;
+}
+
+struct dm_kafka_waker {
+    rd_kafka_queue_t *queue;
+    int pipe[2];            /* librdkafka writes to pipe[1] */
+    struct event *readable; /* pipe[0] */
+    struct event *tick;     /* safety net */
+    dm_kafka_ready_cb on_ready;
+    void *arg;
+};
+
+static void on_waker_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_kafka_waker *w = arg;
+    char buf[64];
+    DM_UNUSED(what);
+
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    w->on_ready(w->arg);
+}
+
+static void on_waker_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_kafka_waker *w = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    w->on_ready(w->arg);
+}
+
+struct dm_kafka_waker *dm_kafka_waker_new(struct event_base *base, rd_kafka_queue_t *queue,
+                                          dm_kafka_ready_cb on_ready, void *arg,
+                                          char err[DM_ERRLEN])
+{
+    struct dm_kafka_waker *w = dm_calloc(1, sizeof(*w));
+    struct timeval tick = dm_timeval_ms(100);
+
+    w->queue = queue;
+    w->on_ready = on_ready;
+    w->arg = arg;
+    if (pipe2(w->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
+        snprintf(err, DM_ERRLEN, "pipe: %s", strerror(e));
+        free(w);
+        return NULL;
+    }
+    w->readable = event_new(base, w->pipe[0], EV_READ | EV_PERSIST, on_waker_readable, w);
+    w->tick = event_new(base, -1, EV_PERSIST, on_waker_tick, w);
+    if (w->readable == NULL || w->tick == NULL || event_add(w->readable, NULL) < 0 ||
+        event_add(w->tick, &tick) < 0) {
+        snprintf(err, DM_ERRLEN, "kafka queue events: cannot register");
+        dm_kafka_waker_free(w);
+        return NULL;
+    }
+    rd_kafka_queue_io_event_enable(queue, w->pipe[1], "w", 1);
+    return w;
+}
+
+void dm_kafka_waker_free(struct dm_kafka_waker *w)
+{
+    if (w == NULL)
+        return;
+    /* Harmless when the pipe was never registered. */
+    rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+    if (w->readable != NULL)
+        event_free(w->readable);
+    if (w->tick != NULL)
+        event_free(w->tick);
+    close(w->pipe[0]);
+    close(w->pipe[1]);
+    free(w);
 }

@@ -19,4 +19,20 @@ int dm_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
 int dm_kafka_conf_set_int(rd_kafka_conf_t *conf, const char *name, long long value,
                           char err[DM_ERRLEN]);
 
+/* Wakes the event loop when a librdkafka queue has something to serve.
+ * librdkafka writes to a pipe when the queue goes from empty to non-empty;
+ * the read end is watched by libevent, and a 100 ms timer covers a wake-up
+ * that could be missed. on_ready must serve the queue until it is empty. */
+struct event_base;
+struct dm_kafka_waker;
+typedef void (*dm_kafka_ready_cb)(void *arg);
+
+/* queue and base are borrowed and must outlive the waker. NULL with err. */
+struct dm_kafka_waker *dm_kafka_waker_new(struct event_base *base, rd_kafka_queue_t *queue,
+                                          dm_kafka_ready_cb on_ready, void *arg,
+                                          char err[DM_ERRLEN]);
+
+/* Stops the wake-ups (the queue no longer writes to the pipe). NULL: no-op. */
+void dm_kafka_waker_free(struct dm_kafka_waker *w);
+
 #endif

@@ -46,7 +46,7 @@ static void connect_now(struct dm_redis *r);
 
 static void schedule_reconnect(struct dm_redis *r)
 {
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(r->backoff_ms);
     if (r->freeing)
         return;
     event_add(r->reconnect, &tv);
@@ -179,7 +179,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static struct call *new_call(struct dm_redis *r, dm_redis_reply_cb cb, void *arg)
 {
     struct call *c = dm_calloc(1, sizeof(*c));
-    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    struct timeval tv = dm_timeval_ms(r->timeout_ms);
     c->r = r;
     c->cb = cb;
     c->arg = arg;

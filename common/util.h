@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #define DM_UNUSED(x)                       ((void)(x))
 #define DM_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -26,6 +27,9 @@ void *dm_calloc(size_t count, size_t n);
 void *dm_realloc(void *p, size_t n);
 char *dm_strdup(const char *s);
 char *dm_strndup(const char *s, size_t n);
+
+/* A duration in milliseconds as the struct timeval libevent wants. */
+struct timeval dm_timeval_ms(int64_t ms);
 
 /* Wall clock in Unix milliseconds, and a monotonic clock in microseconds. */
 int64_t dm_now_ms(void);

@@ -1,13 +1,9 @@
 /* Kafka producer wired into libevent. */
 #include "server/producer.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <event2/event.h>
 #include <librdkafka/rdkafka.h>
 
 #include "common/check.h"
@@ -22,9 +18,7 @@ struct dm_producer {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
-    int wake[2];           /* librdkafka writes to wake[1] when reports wait */
-    struct event *wake_ev; /* wake[0] readable */
-    struct event *poll_ev; /* safety net: poll every 100 ms */
+    struct dm_kafka_waker *waker; /* delivery reports are waiting */
     bool brokers_down;
     bool fatal;
     int in_flight;
@@ -72,27 +66,10 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-static void drain_reports(struct dm_producer *p)
-{
-    rd_kafka_poll(p->rk, 0);
-}
-
-static void on_wake_read(evutil_socket_t fd, short what, void *arg)
+static void on_reports_ready(void *arg)
 {
     struct dm_producer *p = arg;
-    char buf[64];
-    DM_UNUSED(what);
-
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    drain_reports(p);
-}
-
-static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
-{
-    DM_UNUSED(fd);
-    DM_UNUSED(what);
-    drain_reports(arg);
+    rd_kafka_poll(p->rk, 0);
 }
 
 struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_config *cfg,
@@ -101,10 +78,8 @@ struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_con
     struct dm_producer *p = dm_calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
     char errstr[160];
-    struct timeval tick = {0, 100 * 1000};
 
     p->magic = DM_PRODUCER_MAGIC;
-    p->wake[0] = p->wake[1] = -1;
 
     if (dm_kafka_conf_set(conf, "enable.idempotence", "true", err) < 0 ||
         dm_kafka_conf_set(conf, "acks", "all", err) < 0 ||
@@ -130,20 +105,10 @@ struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_con
         goto fail;
     }
 
-    if (pipe2(p->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
-        int e = errno;
-        snprintf(err, DM_ERRLEN, "pipe: %s", strerror(e));
-        goto fail;
-    }
     p->mainq = rd_kafka_queue_get_main(p->rk);
-    rd_kafka_queue_io_event_enable(p->mainq, p->wake[1], "w", 1);
-    p->wake_ev = event_new(base, p->wake[0], EV_READ | EV_PERSIST, on_wake_read, p);
-    p->poll_ev = event_new(base, -1, EV_PERSIST, on_poll_timer, p);
-    if (p->wake_ev == NULL || p->poll_ev == NULL || event_add(p->wake_ev, NULL) < 0 ||
-        event_add(p->poll_ev, &tick) < 0) {
-        snprintf(err, DM_ERRLEN, "producer events: cannot register");
+    p->waker = dm_kafka_waker_new(base, p->mainq, on_reports_ready, p, err);
+    if (p->waker == NULL)
         goto fail;
-    }
     return p;
 
 fail_conf:
@@ -168,22 +133,13 @@ void dm_producer_free(struct dm_producer *p, int timeout_ms)
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(p->rk, 0);
     }
-    if (p->wake_ev != NULL)
-        event_free(p->wake_ev);
-    if (p->poll_ev != NULL)
-        event_free(p->poll_ev);
-    if (p->mainq != NULL) {
-        rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+    dm_kafka_waker_free(p->waker);
+    if (p->mainq != NULL)
         rd_kafka_queue_destroy(p->mainq);
-    }
     if (p->rkt != NULL)
         rd_kafka_topic_destroy(p->rkt);
     if (p->rk != NULL)
         rd_kafka_destroy(p->rk);
-    if (p->wake[0] >= 0)
-        close(p->wake[0]);
-    if (p->wake[1] >= 0)
-        close(p->wake[1]);
     p->magic = 0;
     free(p);
 }

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "tests/unit/tap.h"
@@ -148,8 +150,69 @@ static void test_conf_new(void)
     dm_log_min_level = DM_LOG_INFO;
 }
 
+/* The waker brings a delivery report into the event loop: a producer with
+ * no reachable broker times its record out after 200 ms, and the report must
+ * arrive through the pipe (or the safety tick) while the loop runs. */
+static int reports;
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    DM_UNUSED(rk);
+    DM_UNUSED(opaque);
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        reports++;
+}
+
+static void on_ready(void *arg)
+{
+    rd_kafka_poll(arg, 0);
+    if (reports > 0)
+        event_base_loopbreak(rd_kafka_opaque(arg));
+}
+
+static void on_give_up(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    event_base_loopbreak(arg);
+}
+
+static void test_waker(void)
+{
+    char err[DM_ERRLEN], errstr[256];
+    struct event_base *base = event_base_new();
+    rd_kafka_conf_t *conf = dm_kafka_conf_new("127.0.0.1:1");
+    struct timeval limit = dm_timeval_ms(10000);
+
+    dm_log_set_sink(capture, NULL); /* the refused connections are expected */
+    dm_kafka_conf_set(conf, "message.timeout.ms", "200", err);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
+    rd_kafka_conf_set_opaque(conf, base);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    ok(rk != NULL, "producer created");
+    rd_kafka_queue_t *q = rd_kafka_queue_get_main(rk);
+    struct dm_kafka_waker *w = dm_kafka_waker_new(base, q, on_ready, rk, err);
+    ok(w != NULL, "waker created (%s)", w != NULL ? "" : err);
+
+    ok(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("t"), RD_KAFKA_V_VALUE((void *)(uintptr_t) "v", 1),
+                         RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR,
+       "record queued");
+    event_base_once(base, -1, EV_TIMEOUT, on_give_up, base, &limit);
+    int64_t t0 = dm_mono_us();
+    event_base_dispatch(base);
+    ok(reports == 1, "the failed delivery report was served from the loop (%d)", reports);
+    ok(dm_mono_us() - t0 < 5000000, "and well before the 10 s limit");
+
+    dm_kafka_waker_free(w);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    event_base_free(base);
+    dm_log_set_sink(NULL, NULL);
+}
+
 int main(void)
 {
+    subtest("dm_kafka_waker", test_waker);
     subtest("dm_kafka_conf_set", test_conf_set);
     subtest("dm_kafka_conf_set_int", test_conf_set_int);
     subtest("dm_kafka_conf_new", test_conf_new);

@@ -1,0 +1,65 @@
+/* Shared process start-up for danmaku-ingest and danmaku-broadcast. */
+#include "common/process.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct event_base *base = arg;
+    DM_UNUSED(what);
+    DM_LOG(DM_LOG_INFO, "msg=\"stopping\" signal=%d", (int)sig);
+    event_base_loopbreak(base);
+}
+
+int dm_process_init(struct dm_process *p, unsigned scope, const char *prog, int argc, char **argv)
+{
+    char err[DM_ERRLEN];
+    int rc;
+
+    memset(p, 0, sizeof(*p));
+    rc = dm_config_load(&p->cfg, scope, prog, argc, argv, stdout, err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "%s: %s\n", prog, err);
+        return rc;
+    }
+    dm_config_node_name(&p->cfg, p->node, sizeof(p->node));
+    dm_log_set_node(p->node);
+    dm_log_route_libevent();
+    dm_config_log(&p->cfg, scope);
+    signal(SIGPIPE, SIG_IGN);
+
+    p->base = event_base_new();
+    if (p->base == NULL)
+        goto fail;
+    p->sigterm = evsignal_new(p->base, SIGTERM, on_stop_signal, p->base);
+    p->sigint = evsignal_new(p->base, SIGINT, on_stop_signal, p->base);
+    if (p->sigterm == NULL || p->sigint == NULL || evsignal_add(p->sigterm, NULL) < 0 ||
+        evsignal_add(p->sigint, NULL) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    DM_LOG(DM_LOG_ERROR, "msg=\"cannot set up the event loop\"");
+    dm_process_fini(p);
+    return -1;
+}
+
+void dm_process_fini(struct dm_process *p)
+{
+    if (p->sigterm != NULL)
+        event_free(p->sigterm);
+    if (p->sigint != NULL)
+        event_free(p->sigint);
+    if (p->base != NULL)
+        event_base_free(p->base);
+    dm_config_fini(&p->cfg);
+    dm_log_set_node("-"); /* the name lived in p */
+    memset(p, 0, sizeof(*p));
+}
