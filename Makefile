@@ -30,20 +30,24 @@ INGEST_SRCS    := $(filter-out server/token_tool.c,$(wildcard server/*.c))
 TOKEN_SRCS     := server/token_tool.c
 BCAST_SRCS     := $(wildcard broadcast/*.c)
 MOCK_SRCS      := tests/tools/mock_kafka.c
+LT_SRCS        := $(filter-out loadtest/main.c,$(wildcard loadtest/*.c))
+LT_MAIN        := $(wildcard loadtest/main.c)
 UNIT_SRCS      := $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIBDM      := $(BUILD)/libdm.a
+LIBLT      := $(BUILD)/libloadtest.a
 INGEST     := $(BUILD)/bin/danmaku-ingest
 TOKEN      := $(BUILD)/bin/danmaku-token
 BCAST      := $(BUILD)/bin/danmaku-broadcast
 MOCK       := $(BUILD)/bin/danmaku-mock-kafka
+LOADTEST   := $(if $(LT_MAIN),$(BUILD)/bin/danmaku-loadtest)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK)
+BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK) $(LOADTEST)
 
 ALL_OBJS := $(call obj,$(COMMON_SRCS) $(INGEST_SRCS) $(TOKEN_SRCS) $(BCAST_SRCS) $(MOCK_SRCS) \
-                       $(UNIT_SRCS))
+                       $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS))
 
 .PHONY: all bins unit test check run clean fmt fmt-check deps
 
@@ -61,6 +65,16 @@ $(BUILD)/obj/%.o: %.c
 $(LIBDM): $(call obj,$(COMMON_SRCS))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+# The load tester's modules, also linked into the unit tests that test them.
+$(LIBLT): $(call obj,$(LT_SRCS))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(LOADTEST): $(call obj,$(LT_MAIN)) $(LIBLT) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(INGEST): $(call obj,$(INGEST_SRCS)) $(LIBDM)
 	@mkdir -p $(dir $@)
@@ -82,7 +96,7 @@ $(MOCK): $(call obj,$(MOCK_SRCS)) $(LIBDM)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBDM)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBLT) $(LIBDM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
