@@ -20,6 +20,7 @@
 
 #define DM_CONN_MAGIC  0x636f6e6eu
 #define SUBPROTOCOL    "danmaku.v1"
+#define WRITE_CHUNK    (1024 * 1024)
 #define CLOSE_FLUSH_MS 2000 /* how long a closing peer gets to take our last bytes */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
@@ -91,6 +92,9 @@ void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd)
      * frame over max_message is refused as soon as its header is in. */
     bufferevent_setwatermark(bev, EV_READ, 0,
                              (size_t)(b->cfg->max_message + b->cfg->max_header) * 2);
+    /* libevent writes at most 16 KiB per call by default; fan-out wants
+     * everything pending for a viewer in one writev. */
+    bufferevent_set_max_single_write(bev, WRITE_CHUNK);
     bufferevent_setcb(bev, on_client_read, NULL, on_client_event, c);
     set_read_timeout(c, b->cfg->handshake_timeout_ms);
     bufferevent_enable(bev, EV_READ | EV_WRITE);

@@ -31,8 +31,10 @@ char *dm_strndup(const char *s, size_t n);
 /* A duration in milliseconds as the struct timeval libevent wants. */
 struct timeval dm_timeval_ms(int64_t ms);
 
-/* Wall clock in Unix milliseconds, and a monotonic clock in microseconds. */
+/* Wall clock in Unix milliseconds and microseconds, and a monotonic clock
+ * in microseconds. */
 int64_t dm_now_ms(void);
+int64_t dm_now_us(void);
 int64_t dm_mono_us(void);
 
 #endif

@@ -1,0 +1,631 @@
+/* Simulated viewers on worker threads. */
+#include "loadtest/viewers.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "common/ws.h"
+#include "loadtest/hist.h"
+
+#define MAX_FRAME      (1024 * 1024)
+#define CONNECT_TICK_MS 10
+#define READ_CHUNK      (256 * 1024)
+
+enum vstate { V_IDLE, V_CONNECTING, V_HANDSHAKE, V_OPEN, V_DONE };
+
+struct worker;
+
+struct viewer {
+    struct worker *w;
+    size_t index;
+    size_t room;
+    enum vstate state;
+    bool slow;
+    bool resuming;          /* reconnecting: join with (epoch, offset) after hello */
+    int64_t epoch;
+    struct bufferevent *bev;
+    char accept[DM_WS_ACCEPT_LEN + 1];
+    struct lt_track track;
+    struct event *reconnect; /* reconnect-storm timer */
+};
+
+struct worker {
+    struct lt_viewers *v;
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct event *stop_ev;
+    struct event *slow_ev;
+    struct event *connect_ev;
+    struct viewer **viewers; /* this worker's viewers */
+    size_t nviewers, next_connect;
+    int64_t started_us;
+    uint64_t rng;
+    struct lt_hist latency;
+    struct lt_viewer_stats stats; /* updated with relaxed atomics */
+};
+
+struct lt_viewers {
+    struct lt_viewers_config cfg;
+    struct sockaddr_in *targets;
+    struct viewer *all;
+    struct worker *workers;
+    int64_t window_from, window_to; /* atomics */
+};
+
+#define ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
+#define SUB(field, n) __atomic_fetch_sub(&(field), (n), __ATOMIC_RELAXED)
+#define GET(field)    __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+static uint64_t next_random(struct worker *w)
+{
+    /* xorshift64*: masks and jitter, not security. */
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * UINT64_C(2685821657736338717);
+}
+
+static void count_close(struct worker *w, uint16_t code)
+{
+    switch (code) {
+#define LT_CLOSE_CASE(c)                                                                           \
+    case c:                                                                                        \
+        ADD(w->stats.closes_##c, 1);                                                               \
+        return;
+        LT_CLOSE_CODES(LT_CLOSE_CASE)
+#undef LT_CLOSE_CASE
+    default:
+        ADD(w->stats.closes_other, 1);
+    }
+}
+
+/* ---- parsing ---- */
+
+bool lt_parse_text(const char *text, size_t len, uint32_t *seq, int64_t *sched_us)
+{
+    char buf[64];
+    char *end;
+
+    if (len < 4 || memcmp(text, "lt ", 3) != 0)
+        return false;
+    len = len < sizeof(buf) - 1 ? len : sizeof(buf) - 1;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    unsigned long long s = strtoull(buf + 3, &end, 10);
+    if (end == buf + 3 || *end != ' ' || s > UINT32_MAX)
+        return false;
+    long long t = strtoll(end + 1, &end, 10);
+    if (*end != ' ' && *end != '\0')
+        return false;
+    *seq = (uint32_t)s;
+    *sched_us = t;
+    return true;
+}
+
+bool lt_parse_danmaku(const char *json, size_t len, int64_t *offset, uint32_t *seq,
+                      int64_t *sched_us)
+{
+    static const char head[] = "{\"op\":\"danmaku\",";
+    static const char off_key[] = "\"offset\":";
+    static const char text_key[] = "\"text\":\"";
+    const char *end = json + len, *p, *q;
+
+    if (len < sizeof(head) - 1 || memcmp(json, head, sizeof(head) - 1) != 0)
+        return false;
+    p = memmem(json, len, off_key, sizeof(off_key) - 1);
+    if (p == NULL)
+        return false;
+    p += sizeof(off_key) - 1;
+    int64_t o = 0;
+    if (p >= end || *p < '0' || *p > '9')
+        return false;
+    while (p < end && *p >= '0' && *p <= '9')
+        o = o * 10 + (*p++ - '0');
+    p = memmem(p, (size_t)(end - p), text_key, sizeof(text_key) - 1);
+    if (p == NULL)
+        return false;
+    p += sizeof(text_key) - 1;
+    q = memchr(p, '"', (size_t)(end - p));
+    if (q == NULL || !lt_parse_text(p, (size_t)(q - p), seq, sched_us))
+        return false;
+    *offset = o;
+    return true;
+}
+
+/* ---- connection ---- */
+
+static void start_connect(struct viewer *vw);
+
+static void send_frame(struct viewer *vw, uint8_t opcode, const void *payload, size_t len)
+{
+    uint8_t frame[DM_WS_MAX_HEADER + DM_WS_MAX_CONTROL + 512];
+    uint64_t r = next_random(vw->w);
+    uint8_t mask[4];
+    memcpy(mask, &r, 4);
+    size_t n = dm_ws_encode(frame, sizeof(frame), opcode, payload, len, mask);
+    DM_ASSERT(n > 0);
+    bufferevent_write(vw->bev, frame, n);
+}
+
+/* Drops the connection; reconnects when the run goes on and the viewer is
+ * meant to (reconnect storm, or the server asked with 1012). */
+static void drop(struct viewer *vw, bool reconnect)
+{
+    struct worker *w = vw->w;
+
+    if (vw->bev != NULL) {
+        bufferevent_free(vw->bev);
+        vw->bev = NULL;
+    }
+    if (vw->state == V_OPEN)
+        SUB(w->stats.open, 1);
+    if (vw->reconnect != NULL)
+        event_del(vw->reconnect);
+    vw->state = V_IDLE;
+    if (reconnect) {
+        vw->resuming = vw->track.joined_offset != LT_NO_OFFSET;
+        ADD(w->stats.reconnects, 1);
+        start_connect(vw);
+    } else {
+        vw->state = V_DONE;
+    }
+}
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct viewer *vw = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    if (vw->state == V_OPEN)
+        drop(vw, true);
+}
+
+static void arm_reconnect(struct viewer *vw)
+{
+    const struct lt_viewers_config *cfg = &vw->w->v->cfg;
+    if (cfg->reconnect_every <= 0 || vw->slow)
+        return;
+    if (vw->reconnect == NULL) {
+        vw->reconnect = evtimer_new(vw->w->base, on_reconnect_timer, vw);
+        DM_AN(vw->reconnect);
+    }
+    /* Uniform in [0.5, 1.5] x the period, so the storm does not pulse. */
+    double f = 0.5 + (double)(next_random(vw->w) % 1000) / 1000.0;
+    struct timeval tv = dm_timeval_ms((int64_t)(cfg->reconnect_every * 1000 * f));
+    evtimer_add(vw->reconnect, &tv);
+}
+
+static void handle_control_json(struct viewer *vw, const char *data, size_t len)
+{
+    struct worker *w = vw->w;
+    json_t *root = json_loadb(data, len, 0, NULL);
+    const char *op = root != NULL ? json_string_value(json_object_get(root, "op")) : NULL;
+
+    if (op == NULL) {
+        ADD(w->stats.server_errors, 1);
+    } else if (strcmp(op, "hello") == 0) {
+        if (vw->resuming) {
+            json_t *join = json_pack("{s:s,s:s,s:I,s:I}", "op", "join", "room",
+                                     w->v->cfg.room_names[vw->room], "offset",
+                                     (json_int_t)vw->track.last_offset, "epoch",
+                                     (json_int_t)vw->epoch);
+            char *s = json_dumps(join, JSON_COMPACT);
+            send_frame(vw, DM_WS_OP_TEXT, s, strlen(s));
+            free(s);
+            json_decref(join);
+        }
+    } else if (strcmp(op, "joined") == 0) {
+        json_t *off = json_object_get(root, "offset");
+        bool recovered = json_is_true(json_object_get(root, "recovered"));
+        if (vw->track.joined_offset == LT_NO_OFFSET)
+            ADD(w->stats.joined, 1);
+        else if (recovered)
+            ADD(w->stats.recovered, 1);
+        else
+            ADD(w->stats.not_recovered, 1);
+        vw->epoch = json_integer_value(json_object_get(root, "epoch"));
+        lt_track_joined(&vw->track, json_integer_value(off), recovered);
+        vw->resuming = false;
+        arm_reconnect(vw);
+    } else if (strcmp(op, "skipped") == 0) {
+        vw->track.skipped += (uint64_t)json_integer_value(json_object_get(root, "count"));
+    } else if (strcmp(op, "error") == 0) {
+        ADD(w->stats.server_errors, 1);
+    }
+    json_decref(root);
+}
+
+static void handle_text(struct viewer *vw, const char *data, size_t len, int64_t now_us)
+{
+    struct worker *w = vw->w;
+    int64_t offset, sched;
+    uint32_t seq;
+
+    if (lt_parse_danmaku(data, len, &offset, &seq, &sched)) {
+        if (!lt_track_received(&vw->track, seq, offset))
+            return;
+        if (sched >= GET(w->v->window_from) && sched < GET(w->v->window_to)) {
+            lt_hist_record(&w->latency, now_us - sched);
+            ADD(w->stats.delivered, 1);
+        }
+        return;
+    }
+    handle_control_json(vw, data, len);
+}
+
+/* Parses every complete frame in the input. Returns false if dropped. */
+static bool read_frames(struct viewer *vw, struct evbuffer *in)
+{
+    struct dm_ws_frame f;
+    uint16_t code;
+    int64_t now_us = dm_now_us(); /* one clock read per batch of frames */
+
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len < 2)
+            return true;
+        size_t head = len < DM_WS_MAX_HEADER ? len : DM_WS_MAX_HEADER;
+        uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)head);
+        int rc = dm_ws_frame_parse(p, head, MAX_FRAME, false, &f, &code);
+        if (rc == DM_EPROTO) {
+            ADD(vw->w->stats.handshake_errors, 1);
+            drop(vw, false);
+            return false;
+        }
+        if (f.header_len == 0 || len < f.header_len + f.payload_len)
+            return true; /* incomplete */
+        size_t total = f.header_len + (size_t)f.payload_len;
+        p = evbuffer_pullup(in, (ev_ssize_t)total);
+        const char *payload = (const char *)p + f.header_len;
+        size_t plen = (size_t)f.payload_len;
+        ADD(vw->w->stats.messages, 1);
+        switch (f.opcode) {
+        case DM_WS_OP_TEXT:
+            handle_text(vw, payload, plen, now_us);
+            break;
+        case DM_WS_OP_PING:
+            send_frame(vw, DM_WS_OP_PONG, payload, plen);
+            break;
+        case DM_WS_OP_CLOSE: {
+            uint16_t c = plen >= 2 ? (uint16_t)((uint8_t)payload[0] << 8 | (uint8_t)payload[1])
+                                   : 1005;
+            count_close(vw->w, c);
+            evbuffer_drain(in, total);
+            /* The node is draining: come back, as a real client would. */
+            drop(vw, c == DM_WS_CLOSE_RESTART);
+            return false;
+        }
+        default:
+            break;
+        }
+        evbuffer_drain(in, total);
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct viewer *vw = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    if (vw->state == V_HANDSHAKE) {
+        struct dm_ws_response res;
+        size_t len = evbuffer_get_length(in);
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+        int rc = dm_ws_parse_response(p, len, 16384, vw->accept, &res);
+        if (rc == DM_AGAIN)
+            return;
+        if (rc < 0) {
+            ADD(vw->w->stats.handshake_errors, 1);
+            drop(vw, false);
+            return;
+        }
+        evbuffer_drain(in, (size_t)rc);
+        vw->state = V_OPEN;
+        ADD(vw->w->stats.open, 1);
+    }
+    if (vw->state == V_OPEN)
+        read_frames(vw, in);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct viewer *vw = arg;
+    DM_UNUSED(bev);
+
+    if (what & BEV_EVENT_CONNECTED) {
+        char req[1024], key[DM_WS_KEY_LEN + 1], path[256];
+        uint8_t nonce[16];
+        uint64_t a = next_random(vw->w), b = next_random(vw->w);
+        memcpy(nonce, &a, 8);
+        memcpy(nonce + 8, &b, 8);
+        dm_ws_client_key(nonce, key);
+        dm_ws_accept_key(key, vw->accept);
+        if (vw->resuming)
+            snprintf(path, sizeof(path), "/v1/ws");
+        else
+            snprintf(path, sizeof(path), "/v1/ws?room=%s", vw->w->v->cfg.room_names[vw->room]);
+        int n = dm_ws_client_request(req, sizeof(req), "loadtest", path, key, "danmaku.v1");
+        DM_ASSERT(n > 0);
+        bufferevent_write(vw->bev, req, (size_t)n);
+        vw->state = V_HANDSHAKE;
+        return;
+    }
+    if (vw->state == V_CONNECTING)
+        ADD(vw->w->stats.connect_errors, 1);
+    else if (vw->state == V_OPEN)
+        count_close(vw->w, 1006); /* closed without a close frame */
+    drop(vw, vw->state == V_OPEN && vw->w->v->cfg.reconnect_every > 0);
+}
+
+static void start_connect(struct viewer *vw)
+{
+    struct worker *w = vw->w;
+    const struct lt_viewers_config *cfg = &w->v->cfg;
+    struct sockaddr_in *target = &w->v->targets[vw->index % cfg->ntargets];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        ADD(w->stats.connect_errors, 1);
+        vw->state = V_DONE;
+        return;
+    }
+    if (cfg->source_addrs > 1 && (ntohl(target->sin_addr.s_addr) >> 24) == 127) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(vw->index % (size_t)cfg->source_addrs));
+        int one = 1;
+        setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+            close(fd);
+            ADD(w->stats.connect_errors, 1);
+            vw->state = V_DONE;
+            return;
+        }
+    }
+    vw->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    DM_AN(vw->bev);
+    bufferevent_setcb(vw->bev, on_read, NULL, on_event, vw);
+    vw->state = V_CONNECTING;
+    if (bufferevent_socket_connect(vw->bev, (struct sockaddr *)target, sizeof(*target)) < 0) {
+        ADD(w->stats.connect_errors, 1);
+        bufferevent_free(vw->bev);
+        vw->bev = NULL;
+        vw->state = V_DONE;
+        return;
+    }
+    /* Servers batch many frames per write; read them in as few calls. */
+    bufferevent_set_max_single_read(vw->bev, READ_CHUNK);
+    bufferevent_enable(vw->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- worker ---- */
+
+static void on_connect_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    const struct lt_viewers_config *cfg = &w->v->cfg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+
+    double elapsed = (double)(dm_mono_us() - w->started_us) / 1e6;
+    size_t due = (size_t)(elapsed * cfg->connect_rate / cfg->threads) + 1;
+    while (w->next_connect < w->nviewers && w->next_connect < due)
+        start_connect(w->viewers[w->next_connect++]);
+    if (w->next_connect == w->nviewers)
+        event_del(w->connect_ev);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    for (size_t i = 0; i < w->nviewers; i++) {
+        struct viewer *vw = w->viewers[i];
+        if (vw->state != V_IDLE && vw->state != V_DONE)
+            drop(vw, false);
+        if (vw->reconnect != NULL) {
+            event_free(vw->reconnect);
+            vw->reconnect = NULL;
+        }
+    }
+    event_base_loopbreak(w->base);
+}
+
+static void on_slow(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    for (size_t i = 0; i < w->nviewers; i++) {
+        struct viewer *vw = w->viewers[i];
+        if (vw->slow && vw->bev != NULL)
+            bufferevent_disable(vw->bev, EV_READ);
+    }
+}
+
+static void *run_worker(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static int parse_target(const char *s, struct sockaddr_in *out, char err[DM_ERRLEN])
+{
+    char host[64];
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+        goto bad;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    int port = atoi(colon + 1);
+    if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &out->sin_addr) != 1)
+        goto bad;
+    out->sin_port = htons((uint16_t)port);
+    return 0;
+bad:
+    snprintf(err, DM_ERRLEN, "target \"%.64s\": expected IPv4:port", s);
+    return -1;
+}
+
+static size_t room_of(const struct lt_viewers_config *cfg, size_t i)
+{
+    size_t hot = (size_t)(cfg->hot_share * (double)cfg->viewers);
+    if (cfg->nrooms == 1 || i < hot)
+        return 0;
+    if (hot > 0)
+        return 1 + (i - hot) % (cfg->nrooms - 1);
+    return i % cfg->nrooms;
+}
+
+struct lt_viewers *lt_viewers_start(const struct lt_viewers_config *cfg,
+                                    const struct lt_ledger *ledger, char err[DM_ERRLEN])
+{
+    struct lt_viewers *v = dm_calloc(1, sizeof(*v));
+    DM_UNUSED(ledger);
+
+    v->cfg = *cfg;
+    v->window_from = INT64_MAX;
+    v->window_to = INT64_MAX;
+    v->targets = dm_calloc(cfg->ntargets, sizeof(*v->targets));
+    for (size_t i = 0; i < cfg->ntargets; i++) {
+        if (parse_target(cfg->targets[i], &v->targets[i], err) < 0) {
+            free(v->targets);
+            free(v);
+            return NULL;
+        }
+    }
+    v->all = dm_calloc(cfg->viewers, sizeof(*v->all));
+    v->workers = dm_calloc((size_t)cfg->threads, sizeof(*v->workers));
+    size_t slow = (size_t)(cfg->slow_share * (double)cfg->viewers);
+    for (int t = 0; t < cfg->threads; t++) {
+        struct worker *w = &v->workers[t];
+        w->v = v;
+        w->id = t;
+        w->rng = UINT64_C(0x9e3779b97f4a7c15) * (uint64_t)(t + 1) ^ (uint64_t)dm_mono_us();
+        w->base = event_base_new();
+        DM_AN(w->base);
+        lt_hist_init(&w->latency);
+        w->viewers = dm_calloc(cfg->viewers / (size_t)cfg->threads + 1, sizeof(*w->viewers));
+        w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+        w->slow_ev = event_new(w->base, -1, 0, on_slow, w);
+        w->connect_ev = event_new(w->base, -1, EV_PERSIST, on_connect_tick, w);
+        DM_AN(w->stop_ev);
+        DM_AN(w->slow_ev);
+        DM_AN(w->connect_ev);
+    }
+    for (size_t i = 0; i < cfg->viewers; i++) {
+        struct viewer *vw = &v->all[i];
+        struct worker *w = &v->workers[i % (size_t)cfg->threads];
+        vw->w = w;
+        vw->index = i;
+        vw->room = room_of(cfg, i);
+        /* Spread the slow ones evenly: every k-th viewer. */
+        vw->slow = slow > 0 && i % (cfg->viewers / slow) == 0 &&
+                   i / (cfg->viewers / slow) < slow;
+        lt_track_init(&vw->track);
+        vw->track.excluded = vw->slow;
+        w->viewers[w->nviewers++] = vw;
+    }
+    for (int t = 0; t < cfg->threads; t++) {
+        struct worker *w = &v->workers[t];
+        struct timeval tick = dm_timeval_ms(CONNECT_TICK_MS);
+        w->started_us = dm_mono_us();
+        event_add(w->connect_ev, &tick);
+        if (pthread_create(&w->thread, NULL, run_worker, w) != 0)
+            DM_PANIC("pthread_create failed");
+    }
+    return v;
+}
+
+void lt_viewers_set_window(struct lt_viewers *v, int64_t from_us, int64_t to_us)
+{
+    __atomic_store_n(&v->window_from, from_us, __ATOMIC_RELAXED);
+    __atomic_store_n(&v->window_to, to_us, __ATOMIC_RELAXED);
+}
+
+void lt_viewers_start_slow(struct lt_viewers *v)
+{
+    for (int t = 0; t < v->cfg.threads; t++)
+        event_active(v->workers[t].slow_ev, EV_TIMEOUT, 0);
+}
+
+void lt_viewers_stats(struct lt_viewers *v, struct lt_viewer_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int t = 0; t < v->cfg.threads; t++) {
+        const struct lt_viewer_stats *s = &v->workers[t].stats;
+        out->open += GET(s->open);
+        out->joined += GET(s->joined);
+        out->connect_errors += GET(s->connect_errors);
+        out->handshake_errors += GET(s->handshake_errors);
+        out->delivered += GET(s->delivered);
+        out->messages += GET(s->messages);
+        out->reconnects += GET(s->reconnects);
+        out->recovered += GET(s->recovered);
+        out->not_recovered += GET(s->not_recovered);
+        out->server_errors += GET(s->server_errors);
+        out->closes_other += GET(s->closes_other);
+#define LT_CLOSE_SUM(c) out->closes_##c += GET(s->closes_##c);
+        LT_CLOSE_CODES(LT_CLOSE_SUM)
+#undef LT_CLOSE_SUM
+    }
+}
+
+void lt_viewers_merge_latency(struct lt_viewers *v, struct lt_hist *dst)
+{
+    for (int t = 0; t < v->cfg.threads; t++)
+        lt_hist_merge(dst, &v->workers[t].latency);
+}
+
+void lt_viewers_stop(struct lt_viewers *v)
+{
+    for (int t = 0; t < v->cfg.threads; t++)
+        event_active(v->workers[t].stop_ev, EV_TIMEOUT, 0);
+    for (int t = 0; t < v->cfg.threads; t++)
+        pthread_join(v->workers[t].thread, NULL);
+}
+
+void lt_viewers_account(struct lt_viewers *v, const struct lt_ledger *ledger,
+                        struct lt_account *acc)
+{
+    for (size_t i = 0; i < v->cfg.viewers; i++)
+        lt_ledger_account(ledger, v->all[i].room, &v->all[i].track, acc);
+}
+
+void lt_viewers_free(struct lt_viewers *v)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < v->cfg.viewers; i++)
+        lt_track_fini(&v->all[i].track);
+    for (int t = 0; t < v->cfg.threads; t++) {
+        struct worker *w = &v->workers[t];
+        event_free(w->stop_ev);
+        event_free(w->slow_ev);
+        event_free(w->connect_ev);
+        event_base_free(w->base);
+        free(w->viewers);
+    }
+    free(v->workers);
+    free(v->all);
+    free(v->targets);
+    free(v);
+}
