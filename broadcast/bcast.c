@@ -50,6 +50,26 @@ static void on_partition_ready(int32_t partition, int64_t next_offset, void *arg
     dm_rooms_foreach_in_partition(b->rooms, partition, activate_room, &g);
 }
 
+static void go_offline(struct dm_room *r, void *arg)
+{
+    struct dm_member *m;
+    DM_UNUSED(arg);
+    TAILQ_FOREACH(m, &r->members, room_link)
+        m->live = false;
+}
+
+/* The partition's stream broke: its viewers stop receiving until it is
+ * positioned again, then get a new `joined` (recovered:false) that tells
+ * them where they stand. Never a silent gap. */
+static void on_partition_reset(int32_t partition, void *arg)
+{
+    struct dm_bcast *b = arg;
+    b->parts[partition].ready = false;
+    dm_rooms_foreach_in_partition(b->rooms, partition, go_offline, NULL);
+    if (b->parts[partition].rooms > 0)
+        dm_consumer_acquire(b->consumer, partition);
+}
+
 static void on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
                       const char *value, size_t len, void *arg)
 {
@@ -219,7 +239,8 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
         goto fail;
     }
     b->membership = dm_membership_new(base, cfg, node, b->rooms);
-    b->consumer = dm_consumer_new(base, cfg, node, on_record, on_partition_ready, b, err);
+    b->consumer =
+        dm_consumer_new(base, cfg, node, on_record, on_partition_ready, on_partition_reset, b, err);
     if (b->consumer == NULL)
         goto fail;
 
@@ -263,9 +284,8 @@ void dm_bcast_free(struct dm_bcast *b)
         return;
     if (b->listener != NULL)
         evconnlistener_free(b->listener);
-    /* Remaining connections are closed without waiting for their peers. */
-    dm_conns_close_all(b, DM_CLOSE_EOF);
-    dm_conns_free_closing(b);
+    /* Remaining connections, closing or not, go without waiting for peers. */
+    dm_conns_abort_all(b);
     dm_consumer_free(b->consumer);
     dm_membership_free(b->membership);
     for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {

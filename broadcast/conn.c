@@ -158,10 +158,19 @@ void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
         dm_frame_unref(f);
 }
 
+/* Queues one frame (copied). Every frame but the close frame counts
+ * against max_client_outbuf: a peer that sends pings and never reads must
+ * not grow our memory. */
 static void send_raw_frame(struct dm_conn *c, uint8_t opcode, const void *payload, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hdr[DM_WS_MAX_HEADER];
+
+    if (opcode != DM_WS_OP_CLOSE &&
+        evbuffer_get_length(out) + len > (size_t)c->b->cfg->max_client_outbuf) {
+        dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
+        return;
+    }
     size_t h = dm_ws_frame_header(hdr, opcode, true, len, NULL);
 
     evbuffer_add(out, hdr, h);
@@ -235,8 +244,9 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
     DM_LOG(DM_LOG_DEBUG, "msg=\"close\" conn=%llu reason=%s", (unsigned long long)c->id,
            close_reasons[reason].name);
     out = bufferevent_get_output(c->bev);
-    if (reason == DM_CLOSE_SLOW_CONSUMER)
-        evbuffer_drain(out, evbuffer_get_length(out)); /* it would never be read */
+    /* A slow consumer's pending frames stay: dropping them could cut a
+     * frame already half written. Its close frame goes after them, and the
+     * flush timeout ends the wait if it never reads. */
     if (c->state == CONN_OPEN && code != 0) {
         uint8_t payload[DM_WS_MAX_CONTROL];
         if (reason == DM_CLOSE_PEER_CLOSE && c->peer_close_code != 0)
@@ -541,11 +551,27 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
 
 void dm_conns_ping_all(struct dm_bcast *b)
 {
-    struct dm_conn *c;
-    TAILQ_FOREACH(c, &b->conns, link) {
+    struct dm_conn *c, *next;
+    /* A ping can close a viewer over its output bound, which may move it
+     * to the closing list: take the next one first. */
+    for (c = TAILQ_FIRST(&b->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
         if (c->state == CONN_OPEN)
             send_raw_frame(c, DM_WS_OP_PING, NULL, 0);
     }
+}
+
+void dm_conns_abort_all(struct dm_bcast *b)
+{
+    struct dm_conn *c;
+    while ((c = TAILQ_FIRST(&b->conns)) != NULL) {
+        if (c->state != CONN_CLOSING) {
+            leave_all(c);
+            c->state = CONN_CLOSING;
+        }
+        defer_free(c);
+    }
+    dm_conns_free_closing(b);
 }
 
 void dm_conns_close_all(struct dm_bcast *b, enum dm_close_reason reason)
@@ -554,7 +580,7 @@ void dm_conns_close_all(struct dm_bcast *b, enum dm_close_reason reason)
         "{\"op\":\"reconnect\",\"reason\":\"shutdown\",\"retry_ms\":1000}";
     struct dm_conn *c, *next;
 
-    /* dm_conn_close never frees, so the list stays intact while walking it. */
+    /* dm_conn_close never frees, but may move c to the closing list. */
     for (c = TAILQ_FIRST(&b->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         if (reason == DM_CLOSE_SHUTDOWN)

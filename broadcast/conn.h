@@ -51,6 +51,8 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason);
 
 /* Node-wide sweeps, called by bcast.c. */
 void dm_conns_ping_all(struct dm_bcast *b);
+/* Frees every connection at once, flushing nothing (node teardown). */
+void dm_conns_abort_all(struct dm_bcast *b);
 /* Frees the connections whose close finished (b->closing). Run from the
  * node's close_drain event, never from a connection's own callback. */
 void dm_conns_free_closing(struct dm_bcast *b);

@@ -49,6 +49,7 @@ struct dm_consumer {
     rd_kafka_queue_t *queue;
     dm_consumer_record_cb on_record;
     dm_consumer_ready_cb on_ready;
+    dm_consumer_reset_cb on_reset;
     void *arg;
     int32_t npart;
     struct part *parts;
@@ -80,6 +81,13 @@ static void drain_queue(struct dm_consumer *c)
                 if (p != NULL && p->state == P_ASSIGNED)
                     c->on_record(m->partition, m->offset, m->key, m->key_len, m->payload, m->len,
                                  c->arg);
+            } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->partition >= 0 &&
+                       m->partition < c->npart && c->parts[m->partition].state == P_ASSIGNED) {
+                DM_LOG(DM_LOG_WARN, "msg=\"partition position lost\" partition=%d err=\"%s\"",
+                       m->partition, rd_kafka_message_errstr(m));
+                int32_t partition = m->partition;
+                dm_consumer_release(c, partition);
+                c->on_reset(partition, c->arg);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 DM_LOG(DM_LOG_WARN, "msg=\"kafka consumer error\" partition=%d err=\"%s\"",
                        m->partition, rd_kafka_message_errstr(m));
@@ -191,7 +199,8 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
 
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, void *arg, char err[DM_ERRLEN])
+                                    dm_consumer_ready_cb on_ready, dm_consumer_reset_cb on_reset,
+                                    void *arg, char err[DM_ERRLEN])
 {
     struct dm_consumer *c = dm_calloc(1, sizeof(*c));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
@@ -202,6 +211,7 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     c->cfg = cfg;
     c->on_record = on_record;
     c->on_ready = on_ready;
+    c->on_reset = on_reset;
     c->arg = arg;
     c->npart = (int32_t)cfg->kafka_partitions;
     c->parts = dm_calloc((size_t)c->npart, sizeof(*c->parts));
@@ -217,7 +227,9 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
         dm_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
         dm_kafka_conf_set_int(conf, "fetch.wait.max.ms", cfg->kafka_fetch_wait_ms, err) < 0 ||
         dm_kafka_conf_set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
-        dm_kafka_conf_set(conf, "auto.offset.reset", "latest", err) < 0) {
+        /* Never jump silently: an out-of-range position is reported and
+         * handled (on_reset), so "every record after O" stays true. */
+        dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }

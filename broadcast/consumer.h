@@ -27,11 +27,18 @@ typedef void (*dm_consumer_record_cb)(int32_t partition, int64_t offset, const c
  * next_offset on will be delivered. */
 typedef void (*dm_consumer_ready_cb)(int32_t partition, int64_t next_offset, void *arg);
 
+/* The stream of an assigned partition broke: its position fell outside the
+ * log (topic recreated, retention overtook it, unclean leader election).
+ * The partition is released; the owner decides what its viewers are told
+ * and may acquire it again. */
+typedef void (*dm_consumer_reset_cb)(int32_t partition, void *arg);
+
 /* base and cfg are borrowed; callbacks fire from the event loop and may call
  * acquire/release. NULL with err on failure. */
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, void *arg, char err[DM_ERRLEN]);
+                                    dm_consumer_ready_cb on_ready, dm_consumer_reset_cb on_reset,
+                                    void *arg, char err[DM_ERRLEN]);
 
 /* Stops consuming and frees. Blocks briefly (joins lookup threads). NULL: no-op. */
 void dm_consumer_free(struct dm_consumer *c);

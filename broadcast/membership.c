@@ -14,7 +14,8 @@
 #include "common/redis.h"
 
 #define DM_MEMBERSHIP_MAGIC 0x6d656d62u
-#define FLUSH_DELAY_MS      50 /* coalesces join/leave bursts into one pipeline */
+#define FLUSH_DELAY_MS      50     /* coalesces join/leave bursts into one pipeline */
+#define CHANGES_MAX         100000 /* queued changes kept while Redis is away */
 #define KEY_MAX             (64 + DM_ROOM_MAX + 128 + 16)
 
 /* A room whose count changed; the count is read at flush time. */
@@ -69,29 +70,9 @@ static void write_room(struct dm_room *r, void *arg)
     write_share(arg, r->name, r->count);
 }
 
-static void refresh_all(struct dm_membership *m)
+/* Writes the queued changes: a room's count now, or DEL for a room gone. */
+static void write_changes(struct dm_membership *m)
 {
-    heartbeat(m);
-    dm_rooms_foreach(m->rooms, write_room, m);
-    m->nchanges = 0;
-    m->resync = false;
-}
-
-static void on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    struct dm_membership *m = arg;
-    DM_UNUSED(fd);
-    DM_UNUSED(what);
-
-    if (!dm_redis_connected(m->redis)) {
-        m->nchanges = 0;
-        m->resync = true;
-        return;
-    }
-    if (m->resync) {
-        refresh_all(m);
-        return;
-    }
     for (size_t i = 0; i < m->nchanges; i++) {
         const char *name = m->changes[i].room;
         struct dm_room *r = dm_rooms_find(m->rooms, name, strlen(name));
@@ -102,15 +83,43 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     m->nchanges = 0;
 }
 
+static void refresh_all(struct dm_membership *m)
+{
+    heartbeat(m);
+    dm_rooms_foreach(m->rooms, write_room, m);
+    m->resync = false;
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_membership *m = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+
+    if (!dm_redis_connected(m->redis)) {
+        /* Kept for when Redis is back, within a bound: past it the shares
+         * of rooms left meanwhile expire with their TTL instead. */
+        if (m->nchanges > CHANGES_MAX)
+            m->nchanges = 0;
+        m->resync = true;
+        return;
+    }
+    write_changes(m);
+    if (m->resync)
+        refresh_all(m);
+}
+
 static void on_refresh(evutil_socket_t fd, short what, void *arg)
 {
     struct dm_membership *m = arg;
     DM_UNUSED(fd);
     DM_UNUSED(what);
-    if (dm_redis_connected(m->redis))
+    if (dm_redis_connected(m->redis)) {
+        write_changes(m);
         refresh_all(m);
-    else
+    } else {
         m->resync = true;
+    }
 }
 
 struct dm_membership *dm_membership_new(struct event_base *base, const struct dm_config *cfg,
@@ -168,12 +177,13 @@ size_t dm_membership_withdraw(struct dm_membership *m)
     m->withdrawn = true;
     event_del(m->flush);
     event_del(m->refresh);
-    m->nchanges = 0;
     if (dm_redis_connected(m->redis)) {
         snprintf(key, sizeof(key), "%snodes", m->cfg->redis_prefix);
         dm_redis_commandf(m->redis, NULL, NULL, "ZREM %s %s", key, m->node);
+        write_changes(m); /* deletes the shares of rooms already gone */
         dm_rooms_foreach(m->rooms, delete_room, m);
     }
+    m->nchanges = 0;
     return dm_redis_pending(m->redis);
 }
 

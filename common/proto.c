@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "common/hash.h"
+#include "common/utf8.h"
 
 static const char *const mode_names[] = {"scroll", "top", "bottom"};
 static const char *const size_names[] = {"small", "normal", "large"};
@@ -305,9 +306,29 @@ char *dm_msg_pong(bool has_id, int64_t id, size_t *len)
     return dump(json_pack("{s:s}", "op", "pong"), len);
 }
 
+/* Error messages may quote peer input (a field name, the JSON parser's
+ * "near '...'"), cut anywhere: jansson refuses invalid UTF-8, so anything
+ * that is not valid becomes '?' byte by byte. */
+static json_t *message_string(const char *message)
+{
+    size_t n = strlen(message);
+    if (dm_utf8_valid((const uint8_t *)message, n))
+        return json_stringn(message, n);
+    char *copy = dm_strndup(message, n);
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)copy[i] >= 0x80)
+            copy[i] = '?';
+    }
+    json_t *s = json_stringn(copy, n);
+    free(copy);
+    return s;
+}
+
 char *dm_msg_error(const char *code, const char *message, size_t *len)
 {
-    return dump(json_pack("{s:s,s:s,s:s}", "op", "error", "code", code, "message", message), len);
+    return dump(
+        json_pack("{s:s,s:s,s:o}", "op", "error", "code", code, "message", message_string(message)),
+        len);
 }
 
 static int get_opt_int(json_t *root, const char *name, bool *has, int64_t *out)
@@ -396,7 +417,7 @@ char *dm_msg_accepted(const char *id, const char *room, int32_t partition, int64
 
 char *dm_msg_http_error(const char *code, const char *message, size_t *len)
 {
-    return dump(json_pack("{s:s,s:s}", "error", code, "message", message), len);
+    return dump(json_pack("{s:s,s:o}", "error", code, "message", message_string(message)), len);
 }
 
 char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len)

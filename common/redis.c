@@ -170,10 +170,26 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct call *c = arg;
+    struct dm_redis *r = c->r;
     DM_UNUSED(fd);
     DM_UNUSED(what);
-    DM_LOG(DM_LOG_DEBUG, "msg=\"redis command timed out\" timeout_ms=%d", c->r->timeout_ms);
+
     answer(c, NULL);
+    /* hiredis has no command timeout: a Redis that stopped answering would
+     * keep every later command queued. Drop the connection (its pending
+     * callbacks fire with NULL, which frees c) and reconnect. Safe here:
+     * this is a timer, not a hiredis callback. */
+    if (r->ac != NULL) {
+        DM_LOG(DM_LOG_WARN, "msg=\"redis did not answer in time, reconnecting\" timeout_ms=%d",
+               r->timeout_ms);
+        r->errors++;
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        r->connected = false;
+        redisAsyncFree(ac);
+        if (!evtimer_pending(r->reconnect, NULL))
+            schedule_reconnect(r);
+    }
 }
 
 static struct call *new_call(struct dm_redis *r, dm_redis_reply_cb cb, void *arg)
@@ -188,6 +204,10 @@ static struct call *new_call(struct dm_redis *r, dm_redis_reply_cb cb, void *arg
     evtimer_add(c->deadline, &tv);
     return c;
 }
+
+/* More commands than this waiting for replies means Redis is not keeping
+ * up: refuse rather than queue without bound. */
+#define PENDING_MAX 100000
 
 static int sent(struct dm_redis *r, struct call *c, int rc)
 {
@@ -205,7 +225,7 @@ int dm_redis_command(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, int ar
                      const char **argv, const size_t *argvlen)
 {
     DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
-    if (!r->connected) {
+    if (!r->connected || r->pending >= PENDING_MAX) {
         r->errors++;
         return -1;
     }
@@ -219,7 +239,7 @@ int dm_redis_commandf(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, const
     int rc;
 
     DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
-    if (!r->connected) {
+    if (!r->connected || r->pending >= PENDING_MAX) {
         r->errors++;
         return -1;
     }

@@ -33,6 +33,8 @@ struct dm_http {
     struct dm_ingest *in;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    bool draining;
+    size_t pending; /* requests waiting for Kafka or Redis */
 };
 
 /* A request waiting for its delivery report. */
@@ -102,6 +104,7 @@ static void on_delivered(const char *err, int32_t partition, int64_t offset, voi
     struct pending *p = arg;
     size_t len;
 
+    p->in->http->pending--;
     if (err != NULL) {
         send_unavailable(p->in, p->req, "Kafka did not acknowledge the comment; retry later");
     } else {
@@ -184,6 +187,8 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
     if (dm_producer_send(in->producer, partition, room, rlen, value, vlen, on_delivered, p) < 0) {
         free(p);
         send_unavailable(in, req, "the Kafka queue is full or unavailable; retry later");
+    } else {
+        h->pending++;
     }
     free(value);
     dm_comment_fini(&c);
@@ -203,6 +208,7 @@ static void on_room_online(int64_t online, void *arg)
     struct room_query *q = arg;
     size_t len;
 
+    q->in->http->pending--;
     if (online < 0) {
         send_unavailable(q->in, q->req, "Redis did not answer; retry later");
     } else {
@@ -221,18 +227,22 @@ static void get_room(struct dm_http *h, struct evhttp_request *req, const char *
     q->in = h->in;
     q->req = req;
     snprintf(q->room, sizeof(q->room), "%s", room);
+    h->pending++; /* before the call: the answer may come at once */
     dm_store_online(h->in->store, room, on_room_online, q);
 }
 
 static void get_health(struct dm_ingest *in, struct evhttp_request *req, bool liveness)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
-    if (liveness || (dm_producer_ready(in->producer) && dm_store_ready(in->store)))
+    bool kafka = dm_producer_ready(in->producer), redis = dm_store_ready(in->store);
+
+    if (liveness || (kafka && redis))
         send_json(req, 200, "OK", ok, sizeof(ok) - 1);
     else
         send_error(req, 503, "Service Unavailable", "not_ready",
-                   dm_producer_ready(in->producer) ? "Redis is not reachable"
-                                                   : "Kafka is not reachable");
+                   !kafka && !redis ? "Kafka and Redis are not reachable"
+                   : !kafka         ? "Kafka is not reachable"
+                                    : "Redis is not reachable");
 }
 
 /* Splits "/v1/rooms/{room}/danmaku" into the room; false when path differs. */
@@ -265,6 +275,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool room_ok;
 
     DM_CHECK_OBJ(h, DM_HTTP_MAGIC);
+    if (h->draining) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        send_unavailable(h->in, req, "this node is shutting down; retry on another");
+        return;
+    }
     if (path == NULL) {
         send_error(req, 400, "Bad Request", "bad_request", "malformed request target");
         return;
@@ -354,12 +369,18 @@ fail:
     return NULL;
 }
 
-void dm_http_stop_accepting(struct dm_http *h)
+void dm_http_start_draining(struct dm_http *h)
 {
+    h->draining = true;
     if (h->bound != NULL) {
         evhttp_del_accept_socket(h->http, h->bound);
         h->bound = NULL;
     }
+}
+
+size_t dm_http_pending(const struct dm_http *h)
+{
+    return h->pending;
 }
 
 void dm_http_free(struct dm_http *h)

@@ -3,6 +3,8 @@
 #ifndef DM_SERVER_HTTP_H
 #define DM_SERVER_HTTP_H
 
+#include <stddef.h>
+
 #include "common/util.h"
 
 struct dm_ingest;
@@ -12,8 +14,13 @@ struct dm_http;
  * cfg->port_file when set). in is borrowed and must outlive the server. */
 struct dm_http *dm_http_new(struct dm_ingest *in, char err[DM_ERRLEN]);
 
-/* Closes the listening socket; connections already open are served. */
-void dm_http_stop_accepting(struct dm_http *h);
+/* Graceful stop: closes the listening socket; from now on new requests on
+ * open connections are answered 503 with Connection: close, while the
+ * requests already waiting for Kafka or Redis get their real answer. */
+void dm_http_start_draining(struct dm_http *h);
+
+/* Requests waiting for Kafka or Redis, not yet answered. */
+size_t dm_http_pending(const struct dm_http *h);
 
 /* Frees the server and its connections. NULL is a no-op. */
 void dm_http_free(struct dm_http *h);

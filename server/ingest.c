@@ -15,8 +15,8 @@
 #include "server/producer.h"
 #include "server/store.h"
 
-/* How long shutdown waits for Kafka to acknowledge what is in flight. */
-#define INGEST_FLUSH_MS 10000
+/* How long the answers of a stopping node get to reach their sockets. */
+#define FLUSH_WRITES_MS 200
 
 /* Reads the JWT key: jwt_key_file wins over jwt_secret. */
 static struct dm_jwt_verifier *load_verifier(const struct dm_config *cfg, char err[DM_ERRLEN])
@@ -65,25 +65,49 @@ fail:
     return NULL;
 }
 
-void dm_ingest_stop_accepting(struct dm_ingest *in)
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
-    if (in->http != NULL)
-        dm_http_stop_accepting(in->http);
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    *(bool *)arg = true;
+}
+
+/* Runs the loop for ms. */
+static void run_loop_for(struct event_base *base, int ms)
+{
+    struct timeval tv = dm_timeval_ms(ms);
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+void dm_ingest_drain(struct dm_ingest *in, int timeout_ms)
+{
+    bool passed = false;
+    struct timeval tv = dm_timeval_ms(timeout_ms);
+
+    dm_http_start_draining(in->http);
+    event_base_once(in->base, -1, EV_TIMEOUT, on_deadline, &passed, &tv);
+    while (dm_http_pending(in->http) > 0 && !passed)
+        event_base_loop(in->base, EVLOOP_ONCE);
+    DM_LOG(DM_LOG_INFO, "msg=\"drained\" unanswered=%zu", dm_http_pending(in->http));
+    /* Give the answers time to reach their sockets. */
+    run_loop_for(in->base, FLUSH_WRITES_MS);
 }
 
 void dm_ingest_free(struct dm_ingest *in)
 {
     if (in == NULL)
         return;
-    /* The producer goes first: flushing fires the delivery callbacks, which
-     * answer requests that still belong to the HTTP server. One more loop
-     * pass then writes those answers out. */
-    if (in->producer != NULL) {
-        dm_producer_free(in->producer, INGEST_FLUSH_MS);
-        event_base_loop(in->base, EVLOOP_NONBLOCK);
-    }
-    dm_http_free(in->http);
+    /* Redis and Kafka go first, while the HTTP server exists: their last
+     * callbacks answer the requests still waiting (503), and one more
+     * loop run writes those answers out before the server is freed. */
     dm_store_free(in->store);
+    in->store = NULL;
+    dm_producer_free(in->producer);
+    in->producer = NULL;
+    if (in->http != NULL)
+        run_loop_for(in->base, FLUSH_WRITES_MS);
+    dm_http_free(in->http);
     dm_jwt_verifier_free(in->verifier);
     free(in);
 }

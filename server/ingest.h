@@ -26,11 +26,13 @@ struct dm_ingest {
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
                                 const char *node, char err[DM_ERRLEN]);
 
-/* Graceful stop, step one: stop accepting connections. */
-void dm_ingest_stop_accepting(struct dm_ingest *in);
+/* Graceful stop (SIGTERM): stops accepting, answers new requests 503, and
+ * runs the loop until every request waiting for Kafka or Redis has its
+ * answer, or timeout_ms passes. */
+void dm_ingest_drain(struct dm_ingest *in, int timeout_ms);
 
-/* Flushes Kafka (answering the requests still waiting), then frees all.
- * NULL is a no-op. */
+/* Frees the node. Requests still waiting are answered 503 first (their
+ * comments may still reach Kafka: never a false 201). NULL is a no-op. */
 void dm_ingest_free(struct dm_ingest *in);
 
 #endif

@@ -24,9 +24,10 @@ int main(int argc, char **argv)
            proc.cfg.kafka_topic, (long long)proc.cfg.kafka_partitions);
     event_base_dispatch(proc.base);
 
-    /* SIGTERM: no new connections; in-flight comments get their answer
-     * once Kafka has acknowledged them (dm_ingest_free flushes). */
-    dm_ingest_stop_accepting(in);
+    /* SIGTERM: no new connections; comments in flight get their answer
+     * once Kafka has acknowledged them (or failed them), within the
+     * delivery timeout. */
+    dm_ingest_drain(in, (int)proc.cfg.kafka_delivery_timeout_ms + 1000);
     dm_ingest_free(in);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
     dm_process_fini(&proc);

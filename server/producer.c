@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
 #include "common/check.h"
@@ -12,6 +13,7 @@
 #include "common/log.h"
 
 #define DM_PRODUCER_MAGIC 0x70726f64u
+#define PURGE_WAIT_MS     1000 /* for the reports of purged records */
 
 struct dm_producer {
     unsigned magic;
@@ -19,7 +21,7 @@ struct dm_producer {
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
     struct dm_kafka_waker *waker; /* delivery reports are waiting */
-    bool brokers_down;
+    bool broker_up;               /* from the last statistics: some broker is UP */
     bool fatal;
     int in_flight;
 };
@@ -39,7 +41,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
     p->in_flight--;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        p->brokers_down = false;
+        p->broker_up = true;
         d->cb(NULL, m->partition, m->offset, d->arg);
     } else {
         DM_LOG(DM_LOG_WARN, "msg=\"delivery failed\" partition=%d err=\"%s\"", m->partition,
@@ -55,7 +57,7 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
     char buf[256];
 
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        p->brokers_down = true;
+        p->broker_up = false;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_fatal_error(rk, buf, sizeof(buf));
         p->fatal = true;
@@ -64,6 +66,29 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
     }
     DM_LOG(DM_LOG_WARN, "msg=\"kafka error\" err=\"%s\" detail=\"%s\"",
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* Readiness comes from librdkafka's own view of its brokers: the statistics
+ * (every second) list each broker's state, and a client that lost every
+ * broker says so as soon as one is back. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct dm_producer *p = opaque;
+    json_t *root = json_loadb(json, len, 0, NULL), *b;
+    const char *name;
+    bool up = false;
+    DM_UNUSED(rk);
+
+    json_object_foreach(json_object_get(root, "brokers"), name, b)
+    {
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (json_integer_value(json_object_get(b, "nodeid")) >= 0 && state != NULL &&
+            strcmp(state, "UP") == 0)
+            up = true;
+    }
+    json_decref(root);
+    p->broker_up = up;
+    return 0; /* librdkafka frees json */
 }
 
 static void on_reports_ready(void *arg)
@@ -86,8 +111,11 @@ struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_con
         dm_kafka_conf_set_int(conf, "linger.ms", cfg->kafka_linger_ms, err) < 0 ||
         dm_kafka_conf_set_int(conf, "message.timeout.ms", cfg->kafka_delivery_timeout_ms, err) <
             0 ||
-        dm_kafka_conf_set_int(conf, "queue.buffering.max.messages", cfg->kafka_queue_max, err) < 0)
+        dm_kafka_conf_set_int(conf, "queue.buffering.max.messages", cfg->kafka_queue_max, err) <
+            0 ||
+        dm_kafka_conf_set(conf, "statistics.interval.ms", "1000", err) < 0)
         goto fail_conf;
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_kafka_error);
     rd_kafka_conf_set_opaque(conf, p);
@@ -115,23 +143,22 @@ fail_conf:
     if (conf != NULL)
         rd_kafka_conf_destroy(conf);
 fail:
-    dm_producer_free(p, 0);
+    dm_producer_free(p);
     return NULL;
 }
 
-void dm_producer_free(struct dm_producer *p, int timeout_ms)
+void dm_producer_free(struct dm_producer *p)
 {
     if (p == NULL)
         return;
     DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
-    if (p->rk != NULL) {
-        rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            DM_LOG(DM_LOG_WARN, "msg=\"flush incomplete\" in_flight=%d err=\"%s\"", p->in_flight,
-                   rd_kafka_err2str(e));
-        /* Anything still queued is purged so its callback fires (with an error). */
+    if (p->rk != NULL && p->in_flight > 0) {
+        /* Whatever is still queued or in flight is purged, so its callback
+         * fires with an error (a 503: the record may or may not be in
+         * Kafka, so the client's retry with its Idempotency-Key decides). */
+        DM_LOG(DM_LOG_WARN, "msg=\"purging unacknowledged records\" in_flight=%d", p->in_flight);
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_poll(p->rk, 0);
+        rd_kafka_flush(p->rk, PURGE_WAIT_MS);
     }
     dm_kafka_waker_free(p->waker);
     if (p->mainq != NULL)
@@ -168,7 +195,7 @@ int dm_producer_send(struct dm_producer *p, int32_t partition, const char *key, 
 
 bool dm_producer_ready(const struct dm_producer *p)
 {
-    return !p->fatal && !p->brokers_down;
+    return !p->fatal && p->broker_up;
 }
 
 int dm_producer_in_flight(const struct dm_producer *p)

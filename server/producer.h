@@ -25,9 +25,11 @@ typedef void (*dm_producer_delivery_cb)(const char *err, int32_t partition, int6
 struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_config *cfg,
                                     char err[DM_ERRLEN]);
 
-/* Waits up to timeout_ms for outstanding records (their callbacks fire), then
- * frees everything. Blocks: call only at shutdown. NULL is a no-op. */
-void dm_producer_free(struct dm_producer *p, int timeout_ms);
+/* Purges the records not yet acknowledged (their callbacks fire with an
+ * error, blocking up to a second for them), then frees everything. Call
+ * only at shutdown, after the loop has had its chance to collect the
+ * acknowledgements. NULL is a no-op. */
+void dm_producer_free(struct dm_producer *p);
 
 /* Queues value (copied) for partition with key (copied). Returns 0 when
  * queued — cb fires exactly once later — or -1 when the local queue is full
@@ -35,7 +37,8 @@ void dm_producer_free(struct dm_producer *p, int timeout_ms);
 int dm_producer_send(struct dm_producer *p, int32_t partition, const char *key, size_t keylen,
                      const char *value, size_t len, dm_producer_delivery_cb cb, void *arg);
 
-/* True while a broker is reachable as far as the client knows. */
+/* True while a broker is up as far as the client knows (updated every
+ * second from librdkafka's statistics, and by every delivery). */
 bool dm_producer_ready(const struct dm_producer *p);
 
 /* Records queued and not yet reported. */

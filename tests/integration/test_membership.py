@@ -75,7 +75,13 @@ def test_room_info_errors():
     try:
         assert http(ingest.port, "GET", "/v1/rooms/bad%20room")[0] == 400
         assert http(ingest.port, "POST", "/v1/rooms/fine", {"text": "x"})[0] == 405
-        status, _, body = http(ingest.port, "GET", "/readyz")
+        # Ready once librdkafka reports a broker up (statistics every second).
+        deadline = time.time() + 10
+        while True:
+            status, _, body = http(ingest.port, "GET", "/readyz")
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
         assert status == 200, body
     finally:
         ingest.assert_clean_exit()
@@ -95,5 +101,32 @@ def test_redis_unreachable_answers_503_quickly():
         assert time.time() - t0 < 5
         status, _, body = http(ingest.port, "GET", "/readyz")
         assert status == 503 and "Redis" in body["message"]
+    finally:
+        ingest.assert_clean_exit()
+
+
+def test_paused_redis_never_holds_a_request():
+    """Redis stopped with SIGSTOP: answers come within the Redis timeout, and
+    once it continues, the node reconnects and answers again."""
+    import os
+    import subprocess
+    redis_pid = int(subprocess.run(["redis-cli", "-p", os.environ["DANMAKU_TEST_REDIS_PORT"],
+                                    "info", "server"], capture_output=True, text=True)
+                    .stdout.split("process_id:")[1].split()[0])
+    ingest = start_ingest("--redis-timeout-ms", "200")
+    try:
+        assert online(ingest.port, "paused") == 0
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                t0 = time.time()
+                status, _, _ = http(ingest.port, "GET", "/v1/rooms/paused")
+                assert status == 503 and time.time() - t0 < 2
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        deadline = time.time() + 10
+        while http(ingest.port, "GET", "/v1/rooms/paused")[0] != 200:
+            assert time.time() < deadline, "no recovery after Redis continued"
+            time.sleep(0.1)
     finally:
         ingest.assert_clean_exit()

@@ -1,6 +1,8 @@
 """The walking skeleton end to end on the real Kafka broker and Redis:
 POST -> ingest -> Kafka -> broadcast -> WebSocket viewers."""
 
+import signal
+import time
 import uuid
 
 import pytest
@@ -204,6 +206,8 @@ def test_kafka_unreachable_answers_503_never_201():
         status, headers, body = post_comment(ingest.port, "room1", "lost?", mint("frank"))
         assert status == 503 and body["error"] == "unavailable"
         assert int(headers["retry-after"]) >= 1
+        status, _, body = http(ingest.port, "GET", "/readyz")
+        assert status == 503 and "Kafka" in body["message"]
     finally:
         ingest.assert_clean_exit()
 
@@ -236,3 +240,47 @@ def test_sender_hanging_up_before_the_ack_does_not_hurt_the_node(nodes):
     # The node still answers, and later comments still get their 201.
     status, _, created = post_comment(ingest.port, "hangup", "still here", token)
     assert status == 201, created
+
+
+def test_sigterm_answers_every_comment_in_flight(nodes):
+    """SIGTERM while comments are in flight: each one gets a real answer, and
+    every 201 reaches the room's viewer: nothing accepted is lost."""
+    import threading
+    _, bcast = nodes
+    ingest = start_ingest()
+    room = "sigterm-" + uuid.uuid4().hex[:8]
+    viewer, _ = join(bcast.port, room)
+    token = mint("henry")
+    results = []
+    lock = threading.Lock()
+
+    def sender(n):
+        for i in range(n):
+            try:
+                status, _, body = post_comment(ingest.port, room, f"c{i}", token)
+            except OSError:
+                status, body = None, None  # refused after the listener closed
+            with lock:
+                results.append((status, body))
+
+    threads = [threading.Thread(target=sender, args=(40,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while True:
+        with lock:
+            if len(results) >= 40:
+                break
+        time.sleep(0.005)
+    ingest.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    ingest.assert_clean_exit()
+
+    accepted = [b for s, b in results if s == 201]
+    assert len(accepted) >= 40
+    assert all(s in (201, 503, None) for s, _ in results), {s for s, _ in results}
+    got = []
+    while len(got) < len(accepted):
+        got.append(viewer.recv_json(timeout=10)["data"]["id"])
+    assert sorted(got) == sorted(b["id"] for b in accepted)
+    viewer.close()

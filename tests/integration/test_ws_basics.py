@@ -151,3 +151,32 @@ def test_heartbeat_pings_arrive():
         ws.close()
     finally:
         n.assert_clean_exit()
+
+
+def test_a_peer_that_never_reads_is_closed_not_buffered():
+    """Pings from a peer that never reads its pongs: the output bound holds
+    and the peer is closed with 4008 (found in review: replies ignored it)."""
+    import threading
+    n = start_broadcast("--max-client-outbuf", "65536")
+    try:
+        ws = opened(n)
+        ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
+        def flood():
+            try:
+                for _ in range(200):
+                    ws.sock.sendall(ping * 500)
+            except OSError:
+                pass  # the server closed the connection: expected
+        t = threading.Thread(target=flood)
+        t.start()
+        t.join(60)
+        # The close frame may be lost to the reset a closing socket with
+        # unread input sends; either way the server must have hung up.
+        try:
+            code = close_code(ws)
+        except (ConnectionError, OSError):
+            code = None
+        assert code in (4008, None)
+        assert 'reason=slow_consumer' in n.log()
+    finally:
+        n.assert_clean_exit()

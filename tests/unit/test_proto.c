@@ -661,8 +661,34 @@ static void test_client_msg(void)
     ok(m.token == NULL, "fini clears the token");
 }
 
+/* A field name cut inside a multi-byte character must not break the error
+ * message (found in review: jansson refused the message and we aborted). */
+static void test_error_messages_from_peer_input(void)
+{
+    char body[512], err[DM_ERRLEN];
+    struct dm_comment c;
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"a");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "\xc3\xa9");
+    snprintf(body + n, sizeof(body) - n, "\":1}");
+
+    int rc = dm_comment_parse_request(body, strlen(body), 100, &c, err);
+    ok(rc == -1, "unknown long field refused");
+    size_t len;
+    char *json = dm_msg_http_error("invalid_body", err, &len);
+    json_t *parsed = json != NULL ? json_loads(json, 0, NULL) : NULL;
+    ok(parsed != NULL && json_is_string(json_object_get(parsed, "message")),
+       "the error body is still valid JSON: %s", json != NULL ? json : "(null)");
+    json_decref(parsed);
+    free(json);
+    json = dm_msg_error("bad", "\xff\xfe broken", &len);
+    ok(json != NULL && strstr(json, "?? broken") != NULL, "invalid bytes become '?': %s", json);
+    free(json);
+}
+
 int main(void)
 {
+    subtest("error messages quoting peer input", test_error_messages_from_peer_input);
     subtest("dm_comment_parse_request table", test_parse_request_table);
     subtest("dm_comment_parse_request fields", test_parse_request_fields);
     subtest("dm_comment_encode", test_encode);
