@@ -49,14 +49,14 @@ struct lt_track {
     int64_t last_offset;   /* highest offset received */
     uint64_t *seen;        /* bitmap by sequence */
     uint32_t nwords;
-    uint32_t received;     /* distinct comments received */
+    uint32_t received; /* distinct comments received */
     uint32_t duplicates;
     uint32_t out_of_order; /* offset lower than one received before */
     uint32_t unknown;      /* sequence the ledger never issued */
     uint64_t skipped;      /* announced by the server's density control */
     struct lt_gap *gaps;
     uint32_t ngaps;
-    bool excluded;         /* a deliberately slow viewer: not accounted */
+    bool excluded; /* a deliberately slow viewer: not accounted */
 };
 
 void lt_track_init(struct lt_track *t);
@@ -71,9 +71,9 @@ bool lt_track_received(struct lt_track *t, uint32_t seq, int64_t offset);
 
 /* The totals of one or many tracks. */
 struct lt_account {
-    uint64_t expected;     /* acknowledged comments the viewer was owed */
-    uint64_t delivered;    /* of those, received */
-    uint64_t lost;         /* owed, not received, not announced as skipped */
+    uint64_t expected;  /* acknowledged comments the viewer was owed */
+    uint64_t delivered; /* of those, received */
+    uint64_t lost;      /* owed, not received, not announced as skipped */
     uint64_t duplicated;
     uint64_t out_of_order;
     uint64_t skipped;

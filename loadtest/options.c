@@ -17,7 +17,8 @@ struct opt {
     size_t offset;
 };
 
-#define LT_OPT(name, type, def, help) {#name, T_##type, def, help, offsetof(struct lt_options, name)},
+#define LT_OPT(name, type, def, help)                                                              \
+    {#name, T_##type, def, help, offsetof(struct lt_options, name)},
 static const struct opt opts[] = {
 #include "loadtest/options_table.h"
 };
@@ -38,12 +39,12 @@ static const struct {
      {"rooms=100", "viewers=1000", "rate=1000", "publish=http", "duration=20", NULL}},
     {"connect-storm",
      "10,000 viewers connecting as fast as allowed, light traffic",
-     {"rooms=10", "viewers=10000", "rate=20", "connect_rate=5000", "publish=kafka",
-      "duration=10", NULL}},
+     {"rooms=10", "viewers=10000", "rate=20", "connect_rate=5000", "publish=kafka", "duration=10",
+      NULL}},
     {"reconnect-storm",
      "1,000 viewers each reconnecting every ~2 s and resuming where they were",
-     {"rooms=10", "viewers=1000", "rate=100", "reconnect_every=2", "publish=kafka",
-      "duration=30", NULL}},
+     {"rooms=10", "viewers=1000", "rate=100", "reconnect_every=2", "publish=kafka", "duration=30",
+      NULL}},
     {"slow-viewers",
      "10% of 1,000 viewers stop reading; the others must not notice",
      {"rooms=1", "viewers=1000", "rate=200", "slow_share=0.1", "publish=kafka", "duration=20",
@@ -154,8 +155,7 @@ static void list_scenarios(FILE *out)
     }
 }
 
-int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out,
-                     char err[DM_ERRLEN])
+int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out, char err[DM_ERRLEN])
 {
     const char *scenario = NULL;
 
@@ -185,8 +185,7 @@ int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out,
                 break;
         }
         if (i == DM_ARRAY_LEN(scenarios)) {
-            snprintf(err, DM_ERRLEN, "unknown scenario \"%.64s\" (see --list-scenarios)",
-                     scenario);
+            snprintf(err, DM_ERRLEN, "unknown scenario \"%.64s\" (see --list-scenarios)", scenario);
             goto fail;
         }
         for (const char *const *s = scenarios[i].settings; *s != NULL; s++) {
@@ -239,8 +238,7 @@ void lt_options_fini(struct lt_options *o)
 }
 
 void lt_options_foreach(const struct lt_options *o,
-                        void (*fn)(const char *name, const char *value, bool is_number,
-                                   void *arg),
+                        void (*fn)(const char *name, const char *value, bool is_number, void *arg),
                         void *arg)
 {
     char buf[64];

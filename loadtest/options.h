@@ -22,14 +22,12 @@ struct lt_options {
 
 /* Parses argv. Returns 0, 1 when --help or --list-scenarios was printed to
  * out, -1 with err. Strings are owned by o: lt_options_fini. */
-int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out,
-                     char err[DM_ERRLEN]);
+int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out, char err[DM_ERRLEN]);
 void lt_options_fini(struct lt_options *o);
 
 /* Calls fn(name, value-as-text) for every option, for the report. */
 void lt_options_foreach(const struct lt_options *o,
-                        void (*fn)(const char *name, const char *value, bool is_number,
-                                   void *arg),
+                        void (*fn)(const char *name, const char *value, bool is_number, void *arg),
                         void *arg);
 
 #endif

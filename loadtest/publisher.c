@@ -79,8 +79,7 @@ static size_t room_for(const struct lt_publisher *p, uint64_t i)
 }
 
 /* "lt <seq> <sched_us> xxx...", message_size bytes. */
-static size_t make_text(const struct lt_publisher *p, const struct job *j, char *out,
-                        size_t outlen)
+static size_t make_text(const struct lt_publisher *p, const struct job *j, char *out, size_t outlen)
 {
     int n = snprintf(out, outlen, "lt %u %lld ", j->seq, (long long)j->sched_us);
     size_t len = (size_t)n;
@@ -309,8 +308,9 @@ static int setup_http(struct lt_publisher *p, char err[DM_ERRLEN])
     p->tokens = dm_calloc((size_t)p->cfg.senders, sizeof(*p->tokens));
     for (int i = 0; i < p->cfg.senders; i++) {
         char claims[256];
-        snprintf(claims, sizeof(claims), "{\"sub\":\"lt-%d\",\"name\":\"loadtest %d\",\"exp\":%lld}",
-                 i, i, (long long)(dm_now_ms() / 1000 + 24 * 3600));
+        snprintf(claims, sizeof(claims),
+                 "{\"sub\":\"lt-%d\",\"name\":\"loadtest %d\",\"exp\":%lld}", i, i,
+                 (long long)(dm_now_ms() / 1000 + 24 * 3600));
         p->tokens[i] = dm_jwt_mint("HS256", p->cfg.secret, p->cfg.secret_len, claims, err);
         if (p->tokens[i] == NULL)
             return -1;

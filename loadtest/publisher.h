@@ -20,16 +20,16 @@ struct lt_ledger;
 struct lt_publisher;
 
 struct lt_publisher_config {
-    bool via_kafka;            /* false: through ingest */
-    const char *ingest;        /* host:port */
+    bool via_kafka;     /* false: through ingest */
+    const char *ingest; /* host:port */
     const char *kafka_brokers;
     const char *kafka_topic;
     int32_t partitions;
     const char *const *room_names;
     size_t nrooms;
-    double hot_share;          /* share of comments for room 0 */
-    double rate;               /* comments per second */
-    size_t message_size;       /* bytes of text */
+    double hot_share;    /* share of comments for room 0 */
+    double rate;         /* comments per second */
+    size_t message_size; /* bytes of text */
     int http_conns;
     const unsigned char *secret; /* HS256, for sender tokens (http) */
     size_t secret_len;

@@ -21,7 +21,7 @@
 #include "common/ws.h"
 #include "loadtest/hist.h"
 
-#define MAX_FRAME      (1024 * 1024)
+#define MAX_FRAME       (1024 * 1024)
 #define CONNECT_TICK_MS 10
 #define READ_CHUNK      (256 * 1024)
 
@@ -35,7 +35,7 @@ struct viewer {
     size_t room;
     enum vstate state;
     bool slow;
-    bool resuming;          /* reconnecting: join with (epoch, offset) after hello */
+    bool resuming; /* reconnecting: join with (epoch, offset) after hello */
     int64_t epoch;
     struct bufferevent *bev;
     char accept[DM_WS_ACCEPT_LEN + 1];
@@ -220,10 +220,9 @@ static void handle_control_json(struct viewer *vw, const char *data, size_t len)
         ADD(w->stats.server_errors, 1);
     } else if (strcmp(op, "hello") == 0) {
         if (vw->resuming) {
-            json_t *join = json_pack("{s:s,s:s,s:I,s:I}", "op", "join", "room",
-                                     w->v->cfg.room_names[vw->room], "offset",
-                                     (json_int_t)vw->track.last_offset, "epoch",
-                                     (json_int_t)vw->epoch);
+            json_t *join = json_pack(
+                "{s:s,s:s,s:I,s:I}", "op", "join", "room", w->v->cfg.room_names[vw->room], "offset",
+                (json_int_t)vw->track.last_offset, "epoch", (json_int_t)vw->epoch);
             char *s = json_dumps(join, JSON_COMPACT);
             send_frame(vw, DM_WS_OP_TEXT, s, strlen(s));
             free(s);
@@ -302,8 +301,8 @@ static bool read_frames(struct viewer *vw, struct evbuffer *in)
             send_frame(vw, DM_WS_OP_PONG, payload, plen);
             break;
         case DM_WS_OP_CLOSE: {
-            uint16_t c = plen >= 2 ? (uint16_t)((uint8_t)payload[0] << 8 | (uint8_t)payload[1])
-                                   : 1005;
+            uint16_t c =
+                plen >= 2 ? (uint16_t)((uint8_t)payload[0] << 8 | (uint8_t)payload[1]) : 1005;
             count_close(vw->w, c);
             evbuffer_drain(in, total);
             /* The node is draining: come back, as a real client would. */
@@ -386,7 +385,8 @@ static void start_connect(struct viewer *vw)
     }
     if (cfg->source_addrs > 1 && (ntohl(target->sin_addr.s_addr) >> 24) == 127) {
         struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(vw->index % (size_t)cfg->source_addrs));
+        src.sin_addr.s_addr =
+            htonl(0x7f000001u + (uint32_t)(vw->index % (size_t)cfg->source_addrs));
         int one = 1;
         setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
         if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
@@ -538,8 +538,7 @@ struct lt_viewers *lt_viewers_start(const struct lt_viewers_config *cfg,
         vw->index = i;
         vw->room = room_of(cfg, i);
         /* Spread the slow ones evenly: every k-th viewer. */
-        vw->slow = slow > 0 && i % (cfg->viewers / slow) == 0 &&
-                   i / (cfg->viewers / slow) < slow;
+        vw->slow = slow > 0 && i % (cfg->viewers / slow) == 0 && i / (cfg->viewers / slow) < slow;
         lt_track_init(&vw->track);
         vw->track.excluded = vw->slow;
         w->viewers[w->nviewers++] = vw;

@@ -24,10 +24,10 @@ struct lt_viewers_config {
     const char *const *room_names; /* nrooms names, borrowed */
     size_t nrooms;
     size_t viewers;
-    double hot_share;       /* share of viewers in room 0 */
-    double connect_rate;    /* per second, all threads */
+    double hot_share;    /* share of viewers in room 0 */
+    double connect_rate; /* per second, all threads */
     int threads;
-    int source_addrs;       /* 127.0.0.1 .. 127.0.0.N */
+    int source_addrs; /* 127.0.0.1 .. 127.0.0.N */
     double slow_share;
     double reconnect_every; /* seconds, 0: never */
 };
@@ -37,14 +37,14 @@ struct lt_viewers_config {
     X(1000) X(1001) X(1002) X(1003) X(1006) X(1007) X(1008) X(1009) X(1011) X(1012) X(4008)
 
 struct lt_viewer_stats {
-    uint64_t open;          /* connections open now */
-    uint64_t joined;        /* viewers that got `joined` at least once */
+    uint64_t open;   /* connections open now */
+    uint64_t joined; /* viewers that got `joined` at least once */
     uint64_t connect_errors;
     uint64_t handshake_errors;
-    uint64_t delivered;     /* comments received in the measured window */
-    uint64_t messages;      /* all frames received */
+    uint64_t delivered; /* comments received in the measured window */
+    uint64_t messages;  /* all frames received */
     uint64_t reconnects;
-    uint64_t recovered;     /* resumes answered recovered:true */
+    uint64_t recovered; /* resumes answered recovered:true */
     uint64_t not_recovered;
     uint64_t server_errors; /* {"op":"error"} received */
     uint64_t closes_other;

@@ -94,8 +94,7 @@ static void test_join_and_gaps(void)
     lt_ledger_account(l, 0, &t, &a);
     ok(a.expected == 80 && a.delivered == 80 && a.lost == 0,
        "owed from the joined offset on, minus the gap (expected %llu delivered %llu lost %llu)",
-       (unsigned long long)a.expected, (unsigned long long)a.delivered,
-       (unsigned long long)a.lost);
+       (unsigned long long)a.expected, (unsigned long long)a.delivered, (unsigned long long)a.lost);
     ok(a.unrecoverable == 10, "the announced gap is unrecoverable, not lost (%llu)",
        (unsigned long long)a.unrecoverable);
     ok(a.unexpected == 1 && a.out_of_order == 1,
@@ -168,8 +167,7 @@ static void test_parsers(void)
         "\"room\":\"lt-1-0\",\"uid\":\"u\",\"name\":\"n\",\"text\":\"lt 42 1764000000123456 "
         "xxxx\",\"color\":\"#ffffff\",\"mode\":\"scroll\",\"size\":\"normal\",\"ts\":1}}";
 
-    ok(lt_parse_text("lt 7 123 xx", 11, &seq, &sched) && seq == 7 && sched == 123,
-       "text parsed");
+    ok(lt_parse_text("lt 7 123 xx", 11, &seq, &sched) && seq == 7 && sched == 123, "text parsed");
     ok(lt_parse_text("lt 7 123", 8, &seq, &sched), "text without padding parsed");
     ok(!lt_parse_text("hello", 5, &seq, &sched), "foreign text refused");
     ok(!lt_parse_text("lt x 1 ", 7, &seq, &sched), "bad sequence refused");

@@ -1,0 +1,568 @@
+/* The results writers: the JSON file reads back equal, the HTML embeds the
+ * same results and nothing can break out of its data block, the page
+ * references nothing outside itself, the builders match the histogram, and
+ * the table and progress line format a full and an empty results object.
+ * When chromium is installed, the page is also run headless and the DOM its
+ * script built is checked (skipped otherwise). TEST_REPORT_KEEP=1 keeps
+ * the report to look at. */
+#include "loadtest/report.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/check.h"
+#include "common/util.h"
+#include "loadtest/hist.h"
+#include "tests/unit/tap.h"
+
+#define DATA_OPEN "<script type=\"application/json\" id=\"results\">"
+
+/* The hostile string: tries to close the data block, open a comment-escaped
+ * script, and carries quotes, an ampersand and non-ASCII text. */
+#define HOSTILE                                                                                    \
+    "</script><script>alert(1)</script> <!-- <script> </SCRIPT > & \"q\" "                         \
+    "\xe6\x97\xa5\xe6\x9c\xac"
+
+static char dir[256];
+
+static const char *in_dir(const char *name)
+{
+    static char path[4][512];
+    static int next;
+    char *p = path[next++ % 4];
+    snprintf(p, sizeof(path[0]), "%s/%s", dir, name);
+    return p;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (f == NULL)
+        return NULL;
+    DM_AZ(fseek(f, 0, SEEK_END));
+    n = ftell(f);
+    DM_ASSERT(n >= 0);
+    rewind(f);
+    buf = dm_malloc((size_t)n + 1);
+    DM_ASSERT(fread(buf, 1, (size_t)n, f) == (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static bool contains(const char *hay, const char *needle)
+{
+    return hay != NULL && strstr(hay, needle) != NULL;
+}
+
+/* An occurrence of needle that does not continue a name (so "url(" is
+ * found in CSS but not in createObjectURL(). */
+static bool contains_word(const char *hay, const char *needle)
+{
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++) {
+        char c = p == hay ? ' ' : p[-1];
+        if (!(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '_')
+            return true;
+    }
+    return false;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* Files in dir whose name holds ".tmp": none may be left behind. */
+static int temp_files(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    DM_AN(d);
+    while ((e = readdir(d)) != NULL)
+        n += strstr(e->d_name, ".tmp") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* ---- a synthetic run ------------------------------------------------------ */
+
+static uint64_t next_rand(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+static struct lt_hist total; /* the run's latencies, for the builder checks */
+
+/* A 60 s hot-room run: 1,000 msgs/s to 5,000 viewers, a stall at 30..33 s,
+ * built the way the main program builds it (timeline from lt_progress,
+ * latency and distribution from the histogram). */
+static json_t *make_results(void)
+{
+    struct lt_hist *prev = dm_malloc(sizeof(*prev)), *sec = dm_malloc(sizeof(*sec));
+    json_t *timeline = json_array(), *r;
+    uint64_t state = 3, errors_total = 0;
+
+    lt_hist_init(&total);
+    lt_hist_init(prev);
+    for (int t = 1; t <= 60; t++) {
+        struct lt_progress p = {0};
+        bool stall = t >= 30 && t <= 33;
+        for (int i = 0; i < 2000; i++) {
+            double u = (double)((next_rand(&state) >> 11) + 1) * 0x1p-53;
+            double v = -1500.0 * log(u) + 300;
+            if (stall)
+                v += 150000 * u;
+            lt_hist_record(&total, (int64_t)v);
+        }
+        lt_hist_sub(sec, &total, prev);
+        p.t = t;
+        p.connections = t < 5 ? (uint64_t)t * 1250 : 5000;
+        p.sent_per_s = 1000 + (double)(next_rand(&state) % 100) / 10;
+        p.delivered_per_s = stall ? 3.1e6 : 5e6 - (double)(next_rand(&state) % 1000);
+        p.p50_us = lt_hist_percentile(sec, 50);
+        p.p99_us = lt_hist_percentile(sec, 99);
+        p.max_us = lt_hist_max(sec);
+        p.errors = stall ? 3 : 0;
+        errors_total += p.errors;
+        p.cpu_pct = stall ? 99.5 : 71.25;
+        p.run_p99_us = lt_hist_percentile(&total, 99);
+        p.run_errors = errors_total;
+        DM_AZ(json_array_append_new(timeline, lt_report_timeline_entry(&p)));
+        lt_hist_reset(prev);
+        lt_hist_merge(prev, &total);
+    }
+    r = json_pack("{s:s, s:s, s:s, s:s,"
+                  " s:{s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:n, s:s},"
+                  " s:{s:s, s:i, s:s, s:s, s:s, s:i, s:i, s:s},"
+                  " s:{s:f, s:i, s:i, s:i, s:i, s:I, s:I, s:i, s:I, s:I, s:I, s:i, s:i, s:i, s:i,"
+                  "    s:f, s:f, s:f, s:o, s:{s:i, s:i, s:i}, s:{s:i, s:i}},"
+                  " s:o, s:o,"
+                  " s:{s:f, s:i, s:b, s:[s]}}",
+                  "tool", "danmaku-loadtest", "version", "1", "scenario", "hot-room", "started_at",
+                  "2024-05-01T12:00:00Z",
+                  /* config */
+                  "config", "scenario", "hot-room", "viewers", 5000, "rooms", 1, "rate", 1000,
+                  "duration", "60s", "publish", "kafka", "tokens", 1, "slo_p99", "note", HOSTILE,
+                  /* environment */
+                  "environment", "cpu_model", "Example CPU @ 2.40GHz", "cores", 2, "kernel",
+                  "6.1.0-18-amd64", "commit", "4559cbb", "hostname", "dev-1", "generator_cpus", 1,
+                  "server_cpus", 1, "kafka", "real",
+                  /* summary */
+                  "summary", "duration_s", 60.0, "viewers", 5000, "rooms", 1, "connections_ok",
+                  4998, "connect_errors", 2, "sent", (json_int_t)60000, "acked", (json_int_t)59990,
+                  "send_errors", 10, "expected", (json_int_t)299950000, "delivered",
+                  (json_int_t)299914000, "lost", (json_int_t)36000, "duplicated", 0, "out_of_order",
+                  0, "skipped", 0, "recovered", 12, "deliveries_per_s", 4998566.25, "sent_per_s",
+                  999.83, "generator_cpu_pct", 74.5, "latency_us", lt_report_latency(&total),
+                  "closes_by_code", "1000", 4980, "4008", 18, "1006", 2, "errors",
+                  "connect_timeout", 2, "send_http_503", 10,
+                  /* series */
+                  "timeline", timeline, "distribution", lt_report_distribution(&total),
+                  /* slo */
+                  "slo", "max_loss", 0.0001, "p99_us", 250000, "passed", 0, "failures",
+                  "loss 0.012% > 0.01% (36,000 of 299,950,000 lost)");
+    DM_AN(r);
+    free(prev);
+    free(sec);
+    return r;
+}
+
+/* ---- builders ------------------------------------------------------------- */
+
+static void test_builders(void)
+{
+    struct lt_progress p = {.t = 12.3456,
+                            .connections = 5000,
+                            .sent_per_s = 1000.126,
+                            .delivered_per_s = 4999999.994,
+                            .p50_us = 1210,
+                            .p99_us = 8400,
+                            .max_us = 12000,
+                            .errors = 2,
+                            .cpu_pct = 87.26};
+    json_t *e, *lat, *dist, *b;
+    uint64_t sum = 0, prev = 0;
+    bool increasing = true;
+    size_t i;
+
+    json_decref(make_results()); /* fills total */
+    e = lt_report_timeline_entry(&p);
+    lat = lt_report_latency(&total);
+    dist = lt_report_distribution(&total);
+
+    ok(json_object_size(e) == 9 &&
+           json_real_value(json_object_get(e, "t")) == round(12.3456 * 1000) * 0.001 &&
+           json_integer_value(json_object_get(e, "connections")) == 5000 &&
+           fabs(json_real_value(json_object_get(e, "sent_per_s")) - 1000.13) < 1e-9 &&
+           fabs(json_real_value(json_object_get(e, "delivered_per_s")) - 4999999.99) < 1e-6 &&
+           json_integer_value(json_object_get(e, "p50_us")) == 1210 &&
+           json_integer_value(json_object_get(e, "p99_us")) == 8400 &&
+           json_integer_value(json_object_get(e, "max_us")) == 12000 &&
+           json_integer_value(json_object_get(e, "errors")) == 2 &&
+           fabs(json_real_value(json_object_get(e, "cpu_pct")) - 87.3) < 1e-9,
+       "timeline entry: the nine schema keys, rounded for reading");
+    ok(json_integer_value(json_object_get(lat, "count")) == (json_int_t)lt_hist_count(&total) &&
+           json_integer_value(json_object_get(lat, "min")) == (json_int_t)lt_hist_min(&total) &&
+           json_integer_value(json_object_get(lat, "max")) == (json_int_t)lt_hist_max(&total) &&
+           json_integer_value(json_object_get(lat, "p50")) ==
+               (json_int_t)lt_hist_percentile(&total, 50) &&
+           json_integer_value(json_object_get(lat, "p90")) ==
+               (json_int_t)lt_hist_percentile(&total, 90) &&
+           json_integer_value(json_object_get(lat, "p99")) ==
+               (json_int_t)lt_hist_percentile(&total, 99) &&
+           json_integer_value(json_object_get(lat, "p999")) ==
+               (json_int_t)lt_hist_percentile(&total, 99.9) &&
+           fabs(json_real_value(json_object_get(lat, "mean")) - lt_hist_mean(&total)) <= 0.05 &&
+           json_integer_value(json_object_get(lat, "clamped")) == 0,
+       "latency: count, min, mean, p50, p90, p99, p999, max, clamped of the histogram");
+    json_array_foreach(dist, i, b)
+    {
+        uint64_t le = (uint64_t)json_integer_value(json_object_get(b, "le_us"));
+        increasing &= (i == 0 || le > prev) && json_integer_value(json_object_get(b, "count")) > 0;
+        sum += (uint64_t)json_integer_value(json_object_get(b, "count"));
+        prev = le;
+    }
+    ok(increasing && sum == lt_hist_count(&total) && prev == lt_hist_max(&total),
+       "distribution: %zu non-empty buckets, increasing, counts add up, last is the max",
+       json_array_size(dist));
+    json_decref(e);
+    json_decref(lat);
+    json_decref(dist);
+}
+
+/* ---- JSON file ------------------------------------------------------------ */
+
+static void test_json_file(void)
+{
+    json_t *r = make_results(), *back;
+    char err[DM_ERRLEN] = "";
+    json_error_t jerr;
+    char *text;
+    int rc;
+
+    rc = lt_report_write_json(r, in_dir("results.json"), err);
+    ok(rc == 0, "write_json: %s", rc == 0 ? "ok" : err);
+    back = json_load_file(in_dir("results.json"), 0, &jerr);
+    ok(back != NULL && json_equal(r, back), "the JSON file parses back equal");
+    text = slurp(in_dir("results.json"));
+    ok(contains(text, "{\n  \"tool\": \"danmaku-loadtest\",\n  \"version\": \"1\",") &&
+           text[strlen(text) - 1] == '\n',
+       "pretty-printed, keys in the order built, newline at the end");
+    free(text);
+    json_decref(back);
+
+    /* A second write replaces the file atomically and leaves no temp file. */
+    json_object_set_new(r, "scenario", json_string("many-rooms"));
+    ok(lt_report_write_json(r, in_dir("results.json"), err) == 0, "rewrite succeeds");
+    back = json_load_file(in_dir("results.json"), 0, &jerr);
+    ok(back != NULL && json_equal(r, back), "the rewrite replaced the file");
+    ok(temp_files() == 0, "no temporary file left behind");
+    json_decref(back);
+
+    rc = lt_report_write_json(r, in_dir("no/such/dir/results.json"), err);
+    ok(rc == -1 && contains(err, "no/such/dir") && contains(err, strerror(ENOENT)),
+       "a missing directory fails with the path and the reason: %s", err);
+    rc = lt_report_write_html(r, in_dir("no/such/dir/report.html"), err);
+    ok(rc == -1 && contains(err, "report.html"), "so does the HTML writer: %s", err);
+    ok(temp_files() == 0, "still no temporary file");
+    json_decref(r);
+}
+
+/* ---- HTML file ------------------------------------------------------------ */
+
+/* The data block of an HTML report, as a new string, or NULL. */
+static char *data_block(const char *html)
+{
+    const char *start = strstr(html, DATA_OPEN), *end;
+
+    if (start == NULL)
+        return NULL;
+    start += strlen(DATA_OPEN);
+    end = strstr(start, "</script>");
+    return end ? dm_strndup(start, (size_t)(end - start)) : NULL;
+}
+
+static void test_html_file(void)
+{
+    static const char *const external[] = {
+        "http:",  "https:",  "ftp:",   "src=",           "url(",       "@import",
+        "<link",  "<img",    "<iframe", "<object",       "<embed",     "fetch(",
+        "sendbeacon(", "xmlhttprequest", "websocket(", "eventsource(", "import(", "//cdn",
+    };
+    json_t *r = make_results(), *back;
+    char err[DM_ERRLEN] = "";
+    char *html, *data, *lower;
+    json_error_t jerr;
+    size_t bad = 0;
+    int rc;
+
+    rc = lt_report_write_html(r, in_dir("report.html"), err);
+    ok(rc == 0, "write_html: %s", rc == 0 ? "ok" : err);
+    html = slurp(in_dir("report.html"));
+    DM_AN(html);
+    ok(strncmp(html, "<!DOCTYPE html>", 15) == 0 && contains(html, "<meta charset=\"utf-8\">") &&
+           contains(html, "</html>\n"),
+       "an HTML5 document in UTF-8");
+
+    data = data_block(html);
+    back = data ? json_loads(data, 0, &jerr) : NULL;
+    ok(back != NULL && json_equal(r, back), "the embedded data block parses back equal");
+    ok(data != NULL && strchr(data, '<') == NULL && strchr(data, '>') == NULL &&
+           strchr(data, '&') == NULL,
+       "the data block holds no '<', '>' or '&' at all");
+    ok(contains(data, "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)"),
+       "the hostile string is there, escaped");
+    /* The block must end where the template's tail begins: the hostile
+     * string did not end it early, and the parser reaches our own script. */
+    /* data starts with the head's last newline: count it once */
+    ok(data != NULL &&
+           strlen(html) ==
+               strlen(lt_report_html_head) + strlen(data) - 1 + strlen(lt_report_html_tail) &&
+           strncmp(html + strlen(html) - strlen(lt_report_html_tail), lt_report_html_tail,
+                   strlen(lt_report_html_tail)) == 0,
+       "head + data + tail, nothing else");
+    ok(count_of(html, "</script>") == 2 && count_of(html, "<script") == 2,
+       "exactly two script elements: the data and the code");
+
+    lower = dm_strdup(html);
+    for (char *p = lower; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    for (size_t i = 0; i < DM_ARRAY_LEN(external); i++)
+        if (contains_word(lower, external[i])) {
+            bad++;
+            printf("# found %s\n", external[i]);
+        }
+    ok(bad == 0, "no external resource or network use (%zu patterns)", DM_ARRAY_LEN(external));
+    ok(strlen(html) < 200 * 1024, "size %zu bytes", strlen(html));
+    ok(temp_files() == 0, "no temporary file left behind");
+
+    free(lower);
+    free(data);
+    free(html);
+    json_decref(back);
+    json_decref(r);
+}
+
+/* The template alone: the part of the page that does not come from data. */
+static void test_template(void)
+{
+    const char *parts[] = {lt_report_html_head, lt_report_html_tail};
+    bool ascii = true;
+
+    for (size_t i = 0; i < 2; i++)
+        for (const char *p = parts[i]; *p; p++)
+            ascii &= (unsigned char)*p < 0x80;
+    ok(ascii, "the template is ASCII (the page declares UTF-8 for the data)");
+    ok(contains(lt_report_html_head, DATA_OPEN) &&
+           strcmp(lt_report_html_head + strlen(lt_report_html_head) - strlen(DATA_OPEN) - 1,
+                  DATA_OPEN "\n") == 0 &&
+           strncmp(lt_report_html_tail, "</script>", 9) == 0,
+       "head ends by opening the data block, tail starts by closing it");
+    ok(count_of(lt_report_html_tail, "innerHTML") == 1,
+       "innerHTML is used once, on a constant (the SVG namespace probe)");
+    ok(contains(lt_report_html_head, "width: 1000px") && contains(lt_report_html_head, "system-ui"),
+       "1000-px layout, system font");
+}
+
+/* ---- table and progress line ---------------------------------------------- */
+
+static char *print_to_string(const json_t *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    DM_AN(f);
+    lt_report_print_table(r, f);
+    fclose(f);
+    return buf;
+}
+
+static void line_stats(const char *s, int *lines, int *widest)
+{
+    int w = 0;
+
+    *lines = 0;
+    *widest = 0;
+    for (; *s; s++) {
+        if (*s == '\n') {
+            (*lines)++;
+            w = 0;
+        } else if (++w > *widest) {
+            *widest = w;
+        }
+    }
+}
+
+static void test_table(void)
+{
+    json_t *r = make_results(), *empty = json_object();
+    char *t = print_to_string(r), *e;
+    int lines, widest;
+
+    printf("# ---- the final table ----\n");
+    for (const char *p = t, *nl; *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        printf("# %.*s\n", (int)(nl - p), p);
+    }
+    line_stats(t, &lines, &widest);
+    ok(lines <= 24 && widest <= 80, "one screen: %d lines, widest %d columns", lines, widest);
+    ok(contains(t, "hot-room") && contains(t, "2024-05-01T12:00:00Z") && contains(t, "60.0s"),
+       "header: scenario, start, duration");
+    ok(contains(t, "1,000") && contains(t, "4,998,566") && contains(t, "59,990"),
+       "throughput: rates and counts");
+    ok(contains(t, "p99.9") && contains(t, "ms") && contains(t, "120,000"),
+       "latency percentiles in units, count with separators");
+    ok(contains(t, "299,950,000") && contains(t, "36,000") && contains(t, "loss 0.012%"),
+       "accounting with the loss ratio");
+    ok(contains(t, "1000 normal 4,980") && contains(t, "4008 slow consumer 18") &&
+           contains(t, "1006 abnormal 2") && contains(t, "send_http_503 10"),
+       "closes by code with names, errors by name");
+    ok(contains(t, "74.5%") && contains(t, "FAIL") && contains(t, "loss 0.012% (max 0.01%)") &&
+           contains(t, "p99 129ms (max 250ms)") && contains(t, "- loss 0.012% > 0.01%"),
+       "generator CPU, the verdict, the objectives and the failures");
+    ok(!contains(t, "\033["), "no colour codes when not a terminal");
+
+    e = print_to_string(empty);
+    line_stats(e, &lines, &widest);
+    ok(contains(e, "danmaku-loadtest  -") && contains(e, "SLO           none given") &&
+           contains(e, "Closes        none") && lines > 10,
+       "an empty results object prints placeholders, not a crash");
+    free(t);
+    free(e);
+    json_decref(r);
+    json_decref(empty);
+}
+
+static void test_progress(void)
+{
+    struct lt_progress p = {.t = 12,
+                            .connections = 5000,
+                            .sent_per_s = 1000,
+                            .delivered_per_s = 4996000,
+                            .p50_us = 1210,
+                            .p99_us = 8400,
+                            .max_us = 12000,
+                            .errors = 1,
+                            .cpu_pct = 87.4,
+                            .run_p99_us = 9100,
+                            .run_errors = 3};
+    struct lt_progress big = {.t = 1e9,
+                              .connections = UINT64_MAX,
+                              .sent_per_s = 1e300,
+                              .delivered_per_s = 1e300,
+                              .p50_us = UINT64_MAX,
+                              .p99_us = UINT64_MAX,
+                              .max_us = UINT64_MAX,
+                              .errors = UINT64_MAX,
+                              .cpu_pct = 1e300,
+                              .run_p99_us = UINT64_MAX,
+                              .run_errors = UINT64_MAX};
+    char line[256], small[16];
+
+    lt_report_progress_line(line, sizeof(line), &p);
+    printf("# %s\n", line);
+    ok(strcmp(line, "   12s  conn 5,000  sent 1.00k/s  dlvr 5.00M/s  p50 1.21ms  p99 8.40ms "
+                    "(run 9.10ms)  err 3 (+1)  cpu 87%") == 0,
+       "progress line: elapsed, connections, rates, interval and run latency, errors, CPU");
+    lt_report_progress_line(line, sizeof(line), &big);
+    ok(strlen(line) < sizeof(line) - 1 && !contains(line, "\n"),
+       "extreme values still fit in 256 bytes: %zu", strlen(line));
+    lt_report_progress_line(small, sizeof(small), &p);
+    ok(strlen(small) == sizeof(small) - 1, "a short buffer truncates");
+}
+
+/* ---- the page in a browser ------------------------------------------------ */
+
+static void test_browser(void)
+{
+    char cmd[2048], profile[300];
+    char *dom = NULL;
+    size_t len = 0;
+    FILE *p, *m;
+    int c, rc;
+
+    if (system("command -v chromium >/dev/null 2>&1") != 0) {
+        ok(1, "# SKIP chromium not installed: the page's script is not run");
+        return;
+    }
+    snprintf(profile, sizeof(profile), "%s/profile", dir);
+    snprintf(cmd, sizeof(cmd),
+             "timeout 120 chromium --headless --no-sandbox --disable-gpu "
+             "--disable-background-networking --disable-component-update --disable-sync "
+             "--no-first-run --user-data-dir='%s' --window-size=1100,2400 "
+             "--virtual-time-budget=5000 --dump-dom 'file://%s' 2>/dev/null",
+             profile, in_dir("report.html"));
+    p = popen(cmd, "r");
+    DM_AN(p);
+    m = open_memstream(&dom, &len);
+    DM_AN(m);
+    while ((c = fgetc(p)) != EOF)
+        fputc(c, m);
+    rc = pclose(p);
+    fclose(m);
+    if (rc != 0 && len == 0) {
+        ok(1, "# SKIP chromium did not run (status %d)", rc);
+        free(dom);
+        return;
+    }
+    ok(contains(dom, "<h1>danmaku-loadtest \xe2\x80\x94 hot-room</h1>"),
+       "the script ran: title from the data");
+    ok(contains(dom, "class=\"verdict fail\"") && contains(dom, ">FAIL<") &&
+           contains(dom, "loss 0.012% &gt; 0.01%"),
+       "the FAIL verdict with its failure");
+    ok(count_of(dom, "<svg") >= 5 && count_of(dom, "<path") >= 8 &&
+           !contains(dom, "class=\"empty\""),
+       "%zu SVG charts with their lines", count_of(dom, "<svg"));
+    ok(contains(dom, "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;") &&
+           count_of(dom, "<script") == 2,
+       "the hostile config value is shown as text and added no script");
+    ok(contains(dom, "4008 slow consumer") && contains(dom, "Example CPU @ 2.40GHz"),
+       "closes by code and the environment are shown");
+    free(dom);
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char rm[600];
+
+    snprintf(dir, sizeof(dir), "%s/test_report.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    DM_AN(mkdtemp(dir));
+    subtest("builders", test_builders);
+    subtest("JSON file", test_json_file);
+    subtest("HTML file", test_html_file);
+    subtest("template", test_template);
+    subtest("final table", test_table);
+    subtest("progress line", test_progress);
+    subtest("page in a browser", test_browser);
+    /* TEST_REPORT_KEEP=1 keeps the files, to look at the report by eye. */
+    if (getenv("TEST_REPORT_KEEP") != NULL) {
+        printf("# kept %s/report.html\n", dir);
+        return done_testing();
+    }
+    snprintf(rm, sizeof(rm), "rm -rf -- '%s'", dir);
+    if (system(rm) != 0)
+        printf("# could not remove %s\n", dir);
+    return done_testing();
+}
