@@ -4,6 +4,7 @@
 #   make SANITIZER=address  ASan+UBSan build (build/address/)
 #   make test               install what is missing, start real Redis and Kafka, run every test
 #   make run                install what is missing, start a local system on embedded defaults
+#   make bench              start the system and measure it with danmaku-loadtest
 #   make fmt / fmt-check    clang-format the C sources
 #   V=1                     verbose commands; WERROR= to build without -Werror
 
@@ -49,7 +50,7 @@ BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK) $(LOADTEST)
 ALL_OBJS := $(call obj,$(COMMON_SRCS) $(INGEST_SRCS) $(TOKEN_SRCS) $(BCAST_SRCS) $(MOCK_SRCS) \
                        $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS))
 
-.PHONY: all bins unit test check run clean fmt fmt-check deps
+.PHONY: all bins unit test check run bench clean fmt fmt-check deps
 
 all: bins unit
 
@@ -108,6 +109,9 @@ test check:
 
 run:
 	$(Q)deploy/run-local.sh
+
+bench:
+	$(Q)loadtest/bench.sh
 
 deps:
 	$(Q)deploy/install-deps.sh

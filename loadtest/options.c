@@ -167,10 +167,12 @@ int lt_options_parse(struct lt_options *o, int argc, char **argv, FILE *out, cha
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(out);
+            lt_options_fini(o);
             return 1;
         }
         if (strcmp(argv[i], "--list-scenarios") == 0) {
             list_scenarios(out);
+            lt_options_fini(o);
             return 1;
         }
         if (strcmp(argv[i], "--scenario") == 0 && i + 1 < argc)

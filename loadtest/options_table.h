@@ -5,7 +5,7 @@
 LT_OPT(scenario, STR, "",
        "preset: hot-room, many-rooms, connect-storm, reconnect-storm, slow-viewers, ingest-max")
 LT_OPT(duration, REAL, "10", "seconds of measured load")
-LT_OPT(warmup, REAL, "1", "seconds of load before measuring (not counted)")
+LT_OPT(warmup, REAL, "3", "seconds of load before measuring (not counted)")
 LT_OPT(drain, REAL, "2", "seconds to wait for deliveries after the last send")
 
 /* Targets */

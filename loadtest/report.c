@@ -336,10 +336,10 @@ static const char *close_name(const char *code)
     static const struct {
         const char *code, *name;
     } names[] = {
-        {"1000", "normal"},    {"1001", "going away"}, {"1002", "protocol"},
-        {"1003", "unsupported"}, {"1005", "no status"}, {"1006", "abnormal"},
-        {"1007", "bad data"},  {"1008", "policy"},     {"1009", "too big"},
-        {"1011", "internal"},  {"1012", "restart"},    {"4008", "slow consumer"},
+        {"1000", "normal"},      {"1001", "going away"}, {"1002", "protocol"},
+        {"1003", "unsupported"}, {"1005", "no status"},  {"1006", "abnormal"},
+        {"1007", "bad data"},    {"1008", "policy"},     {"1009", "too big"},
+        {"1011", "internal"},    {"1012", "restart"},    {"4008", "slow consumer"},
     };
 
     for (size_t i = 0; i < DM_ARRAY_LEN(names); i++)
@@ -424,14 +424,17 @@ static void print_slo(FILE *out, const json_t *results, const json_t *sum)
 void lt_report_print_table(const json_t *results, FILE *out)
 {
     static const struct column thr[] = {
-        {"sent/s", "sent_per_s", CELL_RATE, 13},  {"delivered/s", "deliveries_per_s", CELL_RATE, 13},
-        {"sent", "sent", CELL_COUNT, 13},         {"acked", "acked", CELL_COUNT, 13},
+        {"sent/s", "sent_per_s", CELL_RATE, 13},
+        {"delivered/s", "deliveries_per_s", CELL_RATE, 13},
+        {"sent", "sent", CELL_COUNT, 13},
+        {"acked", "acked", CELL_COUNT, 13},
         {"send errors", "send_errors", CELL_COUNT, 13},
     };
     static const struct column lat[] = {
-        {"min", "min", CELL_US, 8},     {"mean", "mean", CELL_US, 8}, {"p50", "p50", CELL_US, 8},
-        {"p90", "p90", CELL_US, 8},     {"p99", "p99", CELL_US, 8},   {"p99.9", "p999", CELL_US, 8},
-        {"max", "max", CELL_US, 8},     {"count", "count", CELL_COUNT, 10},
+        {"min", "min", CELL_US, 8}, {"mean", "mean", CELL_US, 8},
+        {"p50", "p50", CELL_US, 8}, {"p90", "p90", CELL_US, 8},
+        {"p99", "p99", CELL_US, 8}, {"p99.9", "p999", CELL_US, 8},
+        {"max", "max", CELL_US, 8}, {"count", "count", CELL_COUNT, 10},
     };
     static const struct column acc1[] = {
         {"expected", "expected", CELL_COUNT, 14},
@@ -515,11 +518,11 @@ void lt_report_progress_line(char *out, size_t outlen, const struct lt_progress 
     snprintf(out, outlen,
              "%5.0fs  conn %s  sent %s/s  dlvr %s/s  p50 %s  p99 %s (run %s)  err %s (+%" PRIu64
              ")  cpu %.0f%%",
-             p->t, fmt_count(conn, CELL, (double)p->connections),
-             fmt_si(sent, CELL, p->sent_per_s), fmt_si(dlvr, CELL, p->delivered_per_s),
-             fmt_us(p50, CELL, (double)p->p50_us), fmt_us(p99, CELL, (double)p->p99_us),
-             fmt_us(rp99, CELL, (double)p->run_p99_us), fmt_count(err, CELL, (double)p->run_errors),
-             p->errors, p->cpu_pct < 1e6 ? p->cpu_pct : 1e6);
+             p->t, fmt_count(conn, CELL, (double)p->connections), fmt_si(sent, CELL, p->sent_per_s),
+             fmt_si(dlvr, CELL, p->delivered_per_s), fmt_us(p50, CELL, (double)p->p50_us),
+             fmt_us(p99, CELL, (double)p->p99_us), fmt_us(rp99, CELL, (double)p->run_p99_us),
+             fmt_count(err, CELL, (double)p->run_errors), p->errors,
+             p->cpu_pct < 1e6 ? p->cpu_pct : 1e6);
 }
 
 /* ---- builders ------------------------------------------------------------- */
@@ -535,8 +538,8 @@ json_t *lt_report_timeline_entry(const struct lt_progress *p)
     json_t *e;
 
     DM_AN(p);
-    e = json_pack("{s:f, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:f}", "t", round_to(p->t, 0.001),
-                  "connections", (json_int_t)p->connections, "sent_per_s",
+    e = json_pack("{s:f, s:s*, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:f}", "t", round_to(p->t, 0.001),
+                  "phase", p->phase, "connections", (json_int_t)p->connections, "sent_per_s",
                   round_to(p->sent_per_s, 0.01), "delivered_per_s",
                   round_to(p->delivered_per_s, 0.01), "p50_us", (json_int_t)p->p50_us, "p99_us",
                   (json_int_t)p->p99_us, "max_us", (json_int_t)p->max_us, "errors",

@@ -3,9 +3,10 @@
  * made from one results object whose schema (below) is the contract between
  * the main program, which builds it, and this module, which only reads it.
  *
- * The results object (jansson). Numbers are JSON integers or reals; any key
- * may be missing (the table prints "-", the HTML leaves it out) and unknown
- * keys are kept in the JSON and shown in the HTML's tables where generic:
+ * The results object (jansson). Numbers are JSON integers or reals. Any key
+ * may be missing (the table prints "-", the HTML a dash or "No data"); other
+ * keys are kept in the JSON, and the HTML shows other summary keys under
+ * "Other counters" (numbers, or latency objects like latency_us):
  *
  *   { "tool": "danmaku-loadtest", "version": "1", "scenario": "hot-room",
  *     "started_at": "2024-05-01T12:00:00Z",          ISO 8601 UTC
@@ -25,6 +26,9 @@
  *       "closes_by_code": { "1000": n, "4008": n, ... },
  *       "errors": { "<name>": n, ... } },
  *     "timeline": [ { "t",                            seconds since start
+ *                     "phase",                        optional: "connect", "warmup",
+ *                                                     "measure", "drain"; the HTML
+ *                                                     shades all but "measure"
  *                     "connections", "sent_per_s", "delivered_per_s",
  *                     "p50_us", "p99_us", "max_us",   latency of that second
  *                     "errors",                       errors during that second
@@ -54,6 +58,7 @@ struct lt_hist;
  * entry), the run fields everything since the start (progress line only). */
 struct lt_progress {
     double t;                        /* seconds since start */
+    const char *phase;               /* borrowed; NULL: none (timeline entry only) */
     uint64_t connections;            /* viewer connections open now */
     double sent_per_s;               /* interval: messages published per second */
     double delivered_per_s;          /* interval: messages received by viewers per second */
@@ -97,8 +102,9 @@ void lt_report_progress_line(char *out, size_t outlen, const struct lt_progress 
  * hold; each returns a new reference (caller owns: json_decref, or give it
  * to a jansson *_new setter). */
 
-/* The timeline entry of p: {"t", "connections", "sent_per_s",
- * "delivered_per_s", "p50_us", "p99_us", "max_us", "errors", "cpu_pct"}. */
+/* The timeline entry of p: {"t", "phase" (only when p->phase is set),
+ * "connections", "sent_per_s", "delivered_per_s", "p50_us", "p99_us",
+ * "max_us", "errors", "cpu_pct"}. */
 json_t *lt_report_timeline_entry(const struct lt_progress *p);
 
 /* summary.latency_us of h: {"count", "min", "mean", "p50", "p90", "p99",

@@ -136,6 +136,7 @@ static json_t *make_results(void)
         }
         lt_hist_sub(sec, &total, prev);
         p.t = t;
+        p.phase = t <= 5 ? "connect" : t <= 8 ? "warmup" : t <= 57 ? "measure" : "drain";
         p.connections = t < 5 ? (uint64_t)t * 1250 : 5000;
         p.sent_per_s = 1000 + (double)(next_rand(&state) % 100) / 10;
         p.delivered_per_s = stall ? 3.1e6 : 5e6 - (double)(next_rand(&state) % 1000);
@@ -155,7 +156,8 @@ static json_t *make_results(void)
                   " s:{s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:n, s:s},"
                   " s:{s:s, s:i, s:s, s:s, s:s, s:i, s:i, s:s},"
                   " s:{s:f, s:i, s:i, s:i, s:i, s:I, s:I, s:i, s:I, s:I, s:I, s:i, s:i, s:i, s:i,"
-                  "    s:f, s:f, s:f, s:o, s:{s:i, s:i, s:i}, s:{s:i, s:i}},"
+                  "    s:f, s:f, s:f, s:o, s:i, s:{s:i, s:i, s:i, s:i},"
+                  "    s:{s:i, s:i, s:i}, s:{s:i, s:i}},"
                   " s:o, s:o,"
                   " s:{s:f, s:i, s:b, s:[s]}}",
                   "tool", "danmaku-loadtest", "version", "1", "scenario", "hot-room", "started_at",
@@ -174,7 +176,8 @@ static json_t *make_results(void)
                   (json_int_t)299914000, "lost", (json_int_t)36000, "duplicated", 0, "out_of_order",
                   0, "skipped", 0, "recovered", 12, "deliveries_per_s", 4998566.25, "sent_per_s",
                   999.83, "generator_cpu_pct", 74.5, "latency_us", lt_report_latency(&total),
-                  "closes_by_code", "1000", 4980, "4008", 18, "1006", 2, "errors",
+                  "reconnects", 3, "ack_latency_us", "count", 60000, "p50", 900, "p99", 4100, "max",
+                  9000, "closes_by_code", "1000", 4980, "4008", 18, "1006", 2, "errors",
                   "connect_timeout", 2, "send_http_503", 10,
                   /* series */
                   "timeline", timeline, "distribution", lt_report_distribution(&total),
@@ -210,7 +213,7 @@ static void test_builders(void)
     lat = lt_report_latency(&total);
     dist = lt_report_distribution(&total);
 
-    ok(json_object_size(e) == 9 &&
+    ok(json_object_size(e) == 9 && json_object_get(e, "phase") == NULL &&
            json_real_value(json_object_get(e, "t")) == round(12.3456 * 1000) * 0.001 &&
            json_integer_value(json_object_get(e, "connections")) == 5000 &&
            fabs(json_real_value(json_object_get(e, "sent_per_s")) - 1000.13) < 1e-9 &&
@@ -221,6 +224,12 @@ static void test_builders(void)
            json_integer_value(json_object_get(e, "errors")) == 2 &&
            fabs(json_real_value(json_object_get(e, "cpu_pct")) - 87.3) < 1e-9,
        "timeline entry: the nine schema keys, rounded for reading");
+    json_decref(e);
+    p.phase = "warmup";
+    e = lt_report_timeline_entry(&p);
+    ok(json_object_size(e) == 10 &&
+           strcmp(json_string_value(json_object_get(e, "phase")), "warmup") == 0,
+       "and the phase when there is one");
     ok(json_integer_value(json_object_get(lat, "count")) == (json_int_t)lt_hist_count(&total) &&
            json_integer_value(json_object_get(lat, "min")) == (json_int_t)lt_hist_min(&total) &&
            json_integer_value(json_object_get(lat, "max")) == (json_int_t)lt_hist_max(&total) &&
@@ -305,8 +314,8 @@ static char *data_block(const char *html)
 static void test_html_file(void)
 {
     static const char *const external[] = {
-        "http:",  "https:",  "ftp:",   "src=",           "url(",       "@import",
-        "<link",  "<img",    "<iframe", "<object",       "<embed",     "fetch(",
+        "http:",       "https:",         "ftp:",       "src=",         "url(",    "@import",
+        "<link",       "<img",           "<iframe",    "<object",      "<embed",  "fetch(",
         "sendbeacon(", "xmlhttprequest", "websocket(", "eventsource(", "import(", "//cdn",
     };
     json_t *r = make_results(), *back;
@@ -539,6 +548,11 @@ static void test_browser(void)
        "the hostile config value is shown as text and added no script");
     ok(contains(dom, "4008 slow consumer") && contains(dom, "Example CPU @ 2.40GHz"),
        "closes by code and the environment are shown");
+    ok(contains(dom, "<th>ack latency us</th>") && contains(dom, "p99 4.10 ms") &&
+           contains(dom, "<th>reconnects</th>"),
+       "other summary keys under other counters");
+    ok(contains(dom, ">warmup</text>") && contains(dom, ">drain</text>"),
+       "phases other than measure are marked on the time charts");
     free(dom);
 }
 

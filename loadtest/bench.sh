@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# `make bench`: measure the system on this machine the way its users will.
+#
+# Builds optimized, starts real Redis and a real Kafka broker (or the
+# embedded mock: BENCH_KAFKA=embedded), one ingest and one broadcast node
+# pinned to the server CPU(s), and runs the standard scenarios with the load
+# generator pinned to the other CPU(s). Writes
+#   bench/results/<date>-<commit>.json   every scenario's full results
+#   bench/results/<date>-<commit>.html   one self-contained report
+# (plus one JSON and HTML per scenario beside them) and prints a one-screen
+# summary. Stops everything it started, also on failure or Ctrl-C.
+#
+#   BENCH_SCALE=0.2 make bench   smaller and shorter (a smoke run)
+#   BENCH_ONLY="hot-room idle"   run only these scenarios
+set -euo pipefail
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+SCALE=${BENCH_SCALE:-1}
+ONLY=${BENCH_ONLY:-}
+KAFKA_MODE=${BENCH_KAFKA:-real}
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-bench.XXXXXX")
+BIN=build/default/bin
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ $KAFKA_MODE == real ]] && tests/services/services.sh stop "$STATE" >/dev/null 2>&1
+    rm -rf -- "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+scaled() { # n -> n * SCALE, at least 1
+    python3 -c "import sys; print(max(1, int(float(sys.argv[1]) * float(sys.argv[2]))))" "$1" "$SCALE"
+}
+
+wait_file() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $1 ]] && return 0
+        sleep 0.1
+    done
+    log "timed out waiting for $1"
+    return 1
+}
+
+# CPU split: servers on the first half of the CPUs, the generator on the rest.
+NCPU=$(nproc)
+if ((NCPU >= 2)); then
+    SERVER_CPUS="0-$((NCPU / 2 - 1))"
+    GEN_CPUS="$((NCPU / 2))-$((NCPU - 1))"
+    PIN_SERVER=(taskset -c "$SERVER_CPUS")
+    PIN_GEN=(taskset -c "$GEN_CPUS")
+else
+    SERVER_CPUS="0 (shared)"
+    GEN_CPUS="0 (shared)"
+    PIN_SERVER=()
+    PIN_GEN=()
+fi
+
+deploy/install-deps.sh
+log "building (optimized)"
+make -j"$NCPU" bins >/dev/null
+
+if [[ $KAFKA_MODE == real ]]; then
+    log "starting Redis and a real Kafka broker"
+    "${PIN_SERVER[@]}" tests/services/services.sh start "$STATE" >/dev/null
+    # shellcheck disable=SC1091
+    . "$STATE/env"
+    BROKERS=$DANMAKU_TEST_KAFKA_BOOTSTRAP
+    REDIS_PORT=$DANMAKU_TEST_REDIS_PORT
+else
+    log "starting Redis and the embedded Kafka (librdkafka mock cluster)"
+    REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "${PIN_SERVER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no >"$STATE/redis.log" 2>&1 &
+    PIDS+=($!)
+    "${PIN_SERVER[@]}" "$BIN/danmaku-mock-kafka" --partitions 32 \
+        --bootstrap-file "$STATE/kafka.bootstrap" >"$STATE/kafka.log" 2>&1 &
+    PIDS+=($!)
+    wait_file "$STATE/kafka.bootstrap"
+    BROKERS=$(<"$STATE/kafka.bootstrap")
+fi
+
+SECRET_FILE="$STATE/secret"
+head -c 48 /dev/urandom | base64 | tr -d '\n=' >"$SECRET_FILE"
+common=(--listen-host 127.0.0.1 --kafka-brokers "$BROKERS" --redis-port "$REDIS_PORT"
+    --jwt-key-file "$SECRET_FILE" --log-level warn)
+"${PIN_SERVER[@]}" "$BIN/danmaku-ingest" "${common[@]}" --http-port 0 \
+    --port-file "$STATE/ingest.port" 2>"$STATE/ingest.log" &
+PIDS+=($!)
+"${PIN_SERVER[@]}" "$BIN/danmaku-broadcast" "${common[@]}" --ws-port 0 \
+    --port-file "$STATE/broadcast.port" --max-connections 19500 2>"$STATE/broadcast.log" &
+BCAST_PID=$!
+PIDS+=($BCAST_PID)
+wait_file "$STATE/ingest.port"
+wait_file "$STATE/broadcast.port"
+INGEST="127.0.0.1:$(<"$STATE/ingest.port")"
+WS="127.0.0.1:$(<"$STATE/broadcast.port")"
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=bench/results
+mkdir -p "$OUT"
+BASE="$OUT/$STAMP-$COMMIT"
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# run NAME LOADTEST-FLAGS...: one scenario; records the broadcast node's
+# RSS before and at the end of the connected phase.
+run() {
+    local name=$1
+    shift
+    if [[ -n $ONLY && " $ONLY " != *" $name "* ]]; then
+        return 0
+    fi
+    log "scenario $name"
+    local before peak=0 rc=0
+    before=$(rss_kb "$BCAST_PID")
+    "${PIN_GEN[@]}" "$BIN/danmaku-loadtest" --ws "$WS" --ingest "$INGEST" \
+        --kafka-brokers "$BROKERS" --jwt-secret-file "$SECRET_FILE" --quiet \
+        --commit "$COMMIT" --kafka-mode "$KAFKA_MODE" --server-cpus "$SERVER_CPUS" \
+        --json "$BASE-$name.json" --html "$BASE-$name.html" "$@" \
+        >"$STATE/$name.out" 2>&1 &
+    local lt=$!
+    while kill -0 "$lt" 2>/dev/null; do
+        local now
+        now=$(rss_kb "$BCAST_PID")
+        ((now > peak)) && peak=$now
+        sleep 0.5
+    done
+    wait "$lt" || rc=$?
+    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak}" \
+        >"$STATE/$name.meta"
+    ((rc == 0)) || log "$name: exit status $rc (see the table below)"
+    cat "$STATE/$name.out"
+    # Let the node settle: connections of this scenario close.
+    sleep 2
+}
+
+V=$(scaled 5000)
+# Idle memory first, while the node's heap is fresh: its growth over the
+# connected phase divided by the connections is the cost of one viewer.
+run idle --viewers "$(scaled 10000)" --rooms 100 --rate 1 --publish kafka \
+    --connect-rate 5000 --duration "$(scaled 10)" --warmup 2
+run hot-room --scenario hot-room --viewers "$V" --rate "$(scaled 400)" \
+    --duration "$(scaled 20)" --threads 1 --max-loss 0
+run many-rooms --scenario many-rooms --viewers "$(scaled 1000)" --rooms 100 \
+    --rate "$(scaled 1000)" --duration "$(scaled 20)"
+run latency-1k --viewers "$(scaled 1000)" --rooms 1 --rate 2 --publish kafka \
+    --duration "$(scaled 20)" --slo-p99 25
+run latency-5k --viewers "$V" --rooms 1 --rate 2 --publish kafka --connect-rate 5000 \
+    --duration "$(scaled 20)" --slo-p99 100
+run ingest-max --scenario ingest-max --rate "$(scaled 20000)" --duration "$(scaled 10)"
+
+python3 - "$BASE" "$STATE" "$SERVER_CPUS" "$GEN_CPUS" "$KAFKA_MODE" <<'PY'
+import glob, json, os, sys
+base, state, server_cpus, gen_cpus, kafka = sys.argv[1:6]
+runs = []
+for meta_path in sorted(glob.glob(os.path.join(state, "*.meta"))):
+    meta = json.load(open(meta_path))
+    path = f"{base}-{meta['name']}.json"
+    if not os.path.exists(path):
+        runs.append({"name": meta["name"], "exit": meta["exit"], "error": "no results"})
+        continue
+    res = json.load(open(path))
+    res["name"] = meta["name"]
+    res["exit"] = meta["exit"]
+    res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"]}
+    runs.append(res)
+bench = {"tool": "danmaku-bench", "server_cpus": server_cpus, "generator_cpus": gen_cpus,
+         "kafka": kafka, "runs": runs}
+with open(base + ".json", "w") as f:
+    json.dump(bench, f, indent=1)
+
+def ms(us):
+    return f"{us / 1000:.1f}" if isinstance(us, (int, float)) else "-"
+
+print(f"\nbenchmark  servers on CPU {server_cpus}, generator on CPU {gen_cpus}, Kafka {kafka}")
+print(f"{'scenario':<12} {'viewers':>7} {'deliv/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+      f"{'max ms':>7} {'lost':>6} {'dup':>4} {'ooo':>4} {'gen cpu':>7} {'KB/conn':>8}  verdict")
+for r in runs:
+    s = r.get("summary")
+    if s is None:
+        print(f"{r['name']:<12} (failed: {r.get('error')})")
+        continue
+    lat = s.get("latency_us", {})
+    rss = r["server_rss_kb"]
+    conns = s.get("connections_ok") or 0
+    per = (rss["peak"] - rss["before"]) / conns if conns else 0
+    verdict = "PASS" if r["slo"]["passed"] else "FAIL: " + "; ".join(r["slo"]["failures"])
+    print(f"{r['name']:<12} {s['viewers']:>7} {s['deliveries_per_s']:>10,.0f} "
+          f"{ms(lat.get('p50')):>7} {ms(lat.get('p99')):>7} {ms(lat.get('max')):>7} "
+          f"{s['lost']:>6} {s['duplicated']:>4} {s['out_of_order']:>4} "
+          f"{s['generator_cpu_pct']:>6.0f}% {per:>8.2f}  {verdict}")
+print(f"\nresults: {base}.json, {base}.html (and one file pair per scenario)")
+PY
+if "$BIN/danmaku-loadtest" --render-html "$BASE.json" "$BASE.html" 2>/dev/null; then
+    :
+else
+    log "combined HTML not available; per-scenario reports are beside the JSON"
+fi
