@@ -71,6 +71,18 @@ int64_t lt_ledger_sched(const struct lt_ledger *l, size_t room, uint32_t seq)
     return l->rooms[room].entries[seq].sched_us;
 }
 
+int64_t lt_ledger_offset(const struct lt_ledger *l, size_t room, uint32_t seq)
+{
+    DM_ASSERT(room < l->nrooms && seq < l->rooms[room].n);
+    const struct entry *e = &l->rooms[room].entries[seq];
+    return e->failed ? LT_NO_OFFSET : e->offset;
+}
+
+size_t lt_ledger_rooms(const struct lt_ledger *l)
+{
+    return l->nrooms;
+}
+
 uint32_t lt_ledger_count(const struct lt_ledger *l, size_t room)
 {
     return l->rooms[room].n;

@@ -34,6 +34,13 @@ void lt_ledger_failed(struct lt_ledger *l, size_t room, uint32_t seq);
 /* The scheduled send time of (room, seq). */
 int64_t lt_ledger_sched(const struct lt_ledger *l, size_t room, uint32_t seq);
 
+/* The acknowledged offset of (room, seq); LT_NO_OFFSET when it failed or
+ * was never acknowledged. */
+int64_t lt_ledger_offset(const struct lt_ledger *l, size_t room, uint32_t seq);
+
+/* Rooms of the ledger. */
+size_t lt_ledger_rooms(const struct lt_ledger *l);
+
 /* Comments published to room so far. */
 uint32_t lt_ledger_count(const struct lt_ledger *l, size_t room);
 

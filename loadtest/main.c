@@ -17,6 +17,7 @@
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "loadtest/group.h"
 #include "loadtest/hist.h"
 #include "loadtest/ledger.h"
 #include "loadtest/options.h"
@@ -32,7 +33,7 @@ struct run {
     struct lt_options *o;
     struct event_base *base;
     struct lt_ledger *ledger;
-    struct lt_viewers *viewers;
+    struct lt_group *viewers;
     struct lt_publisher *pub;
     enum phase phase;
     int64_t t0_us;                    /* run start (monotonic) */
@@ -69,11 +70,11 @@ static void enter_measure(struct run *r)
     r->phase = PH_MEASURE;
     r->measure_from = now;
     r->measure_to = now + (int64_t)(r->o->duration * 1e6);
-    lt_viewers_set_window(r->viewers, r->measure_from, r->measure_to);
+    lt_group_set_window(r->viewers, r->measure_from, r->measure_to);
     lt_publisher_stop_at(r->pub, r->measure_to);
     r->phase_end_us = dm_mono_us() + (int64_t)(r->o->duration * 1e6);
     if (r->o->slow_share > 0)
-        lt_viewers_start_slow(r->viewers);
+        lt_group_start_slow(r->viewers);
 }
 
 static void advance(struct run *r, const struct lt_viewer_stats *vs)
@@ -126,10 +127,9 @@ static void on_second(evutil_socket_t fd, short what, void *arg)
     double cpu = cpu_seconds();
     double cpu_pct = dt > 0 ? 100.0 * (cpu - r->last_cpu_s) / dt : 0;
 
-    lt_viewers_stats(r->viewers, &vs);
     lt_publisher_stats(r->pub, &ps);
     lt_hist_reset(&r->cumulative);
-    lt_viewers_merge_latency(r->viewers, &r->cumulative);
+    lt_group_stats(r->viewers, &vs, &r->cumulative);
     lt_hist_sub(&r->interval, &r->cumulative, &r->previous);
     r->previous = r->cumulative;
 
@@ -183,7 +183,7 @@ static void on_fast_tick(evutil_socket_t fd, short what, void *arg)
     DM_UNUSED(fd);
     DM_UNUSED(what);
     /* Phase changes need not wait for the once-a-second line. */
-    lt_viewers_stats(r->viewers, &vs);
+    lt_group_stats(r->viewers, &vs, NULL);
     advance(r, &vs);
 }
 
@@ -340,6 +340,8 @@ static int validate(const struct lt_options *o, char err[DM_ERRLEN])
         snprintf(err, DM_ERRLEN, "--rooms must be 1..1000000");
     else if (o->threads < 1 || o->threads > 256)
         snprintf(err, DM_ERRLEN, "--threads must be 1..256");
+    else if (o->procs < 1 || o->procs > 64)
+        snprintf(err, DM_ERRLEN, "--procs must be 1..64");
     else if (o->rate <= 0)
         snprintf(err, DM_ERRLEN, "--rate must be > 0");
     else if (o->message_size < 30 || o->message_size > 1000)
@@ -373,6 +375,25 @@ static char **split_targets(const char *list, size_t *n)
     return out;
 }
 
+/* `danmaku-loadtest --render-html IN.json OUT.html`: renders saved results
+ * (one run, or a bench file with several) without running anything. */
+static int render_html(const char *in, const char *out)
+{
+    json_error_t jerr;
+    char err[DM_ERRLEN];
+    json_t *res = json_load_file(in, 0, &jerr);
+
+    if (res == NULL) {
+        fprintf(stderr, "danmaku-loadtest: %s: %s\n", in, jerr.text);
+        return 1;
+    }
+    int rc = lt_report_write_html(res, out, err);
+    if (rc < 0)
+        fprintf(stderr, "danmaku-loadtest: %s\n", err);
+    json_decref(res);
+    return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     struct lt_options o;
@@ -381,6 +402,9 @@ int main(int argc, char **argv)
     size_t secret_len = 0, ntargets = 0;
     struct run r;
     int exit_code = 1;
+
+    if (argc == 4 && strcmp(argv[1], "--render-html") == 0)
+        return render_html(argv[2], argv[3]);
 
     int rc = lt_options_parse(&o, argc, argv, stdout, err);
     if (rc != 0) {
@@ -438,6 +462,25 @@ int main(int argc, char **argv)
     time_t now = time(NULL);
     strftime(started_at, sizeof(started_at), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 
+    struct lt_viewers_config vc = {
+        .targets = (const char *const *)targets,
+        .ntargets = ntargets,
+        .room_names = (const char *const *)room_names,
+        .nrooms = (size_t)o.rooms,
+        .viewers = (size_t)o.viewers,
+        .hot_share = o.hot_share,
+        .connect_rate = o.connect_rate,
+        .threads = (int)o.threads,
+        .source_addrs = (int)o.source_addrs,
+        .slow_share = o.slow_share,
+        .reconnect_every = o.reconnect_every,
+    };
+    /* Before the publisher: --procs forks, and the Kafka client starts threads. */
+    r.viewers = lt_group_start(&vc, (int)o.procs, err);
+    if (r.viewers == NULL) {
+        fprintf(stderr, "danmaku-loadtest: %s\n", err);
+        goto out;
+    }
     struct lt_publisher_config pc = {
         .via_kafka = strcmp(o.publish, "kafka") == 0,
         .ingest = o.ingest,
@@ -456,24 +499,6 @@ int main(int argc, char **argv)
     };
     r.pub = lt_publisher_new(r.base, &pc, r.ledger, err);
     if (r.pub == NULL) {
-        fprintf(stderr, "danmaku-loadtest: %s\n", err);
-        goto out;
-    }
-    struct lt_viewers_config vc = {
-        .targets = (const char *const *)targets,
-        .ntargets = ntargets,
-        .room_names = (const char *const *)room_names,
-        .nrooms = (size_t)o.rooms,
-        .viewers = (size_t)o.viewers,
-        .hot_share = o.hot_share,
-        .connect_rate = o.connect_rate,
-        .threads = (int)o.threads,
-        .source_addrs = (int)o.source_addrs,
-        .slow_share = o.slow_share,
-        .reconnect_every = o.reconnect_every,
-    };
-    r.viewers = lt_viewers_start(&vc, r.ledger, err);
-    if (r.viewers == NULL) {
         fprintf(stderr, "danmaku-loadtest: %s\n", err);
         goto out;
     }
@@ -499,11 +524,12 @@ int main(int argc, char **argv)
     struct lt_account acc;
     json_t *failures;
     memset(&acc, 0, sizeof(acc));
-    lt_viewers_stats(r.viewers, &vs);
     lt_hist_reset(&r.cumulative);
-    lt_viewers_merge_latency(r.viewers, &r.cumulative);
-    lt_viewers_stop(r.viewers);
-    lt_viewers_account(r.viewers, r.ledger, &acc);
+    lt_group_stats(r.viewers, &vs, &r.cumulative);
+    if (lt_group_finish(r.viewers, r.ledger, &acc, err) < 0) {
+        fprintf(stderr, "danmaku-loadtest: %s\n", err);
+        goto out;
+    }
     lt_publisher_stats(r.pub, &ps);
 
     json_t *res = results(&r, &acc, &vs, &ps, started_at, &failures);
@@ -521,7 +547,7 @@ int main(int argc, char **argv)
     json_decref(res);
 
 out:
-    lt_viewers_free(r.viewers);
+    lt_group_free(r.viewers);
     lt_publisher_free(r.pub);
     lt_ledger_free(r.ledger);
     json_decref(r.timeline);

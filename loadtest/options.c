@@ -140,6 +140,9 @@ static void usage(FILE *out)
         flag[n] = '\0';
         fprintf(out, "  %-20s %s (default \"%s\")\n", flag, opts[i].help, opts[i].def);
     }
+    fprintf(out, "\nOther forms:\n"
+                 "  danmaku-loadtest --list-scenarios             the presets and their flags\n"
+                 "  danmaku-loadtest --render-html IN.json OUT.html  re-render saved results\n");
     fprintf(out, "\nScenarios (--list-scenarios shows their settings):\n");
     for (size_t i = 0; i < DM_ARRAY_LEN(scenarios); i++)
         fprintf(out, "  %-16s %s\n", scenarios[i].name, scenarios[i].what);

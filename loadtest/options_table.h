@@ -27,7 +27,8 @@ LT_OPT(hot_share, REAL, "0", "share of viewers and comments in room 0 (0: unifor
 LT_OPT(rate, REAL, "100", "comments per second, all rooms together (open loop)")
 LT_OPT(message_size, INT, "100", "bytes of comment text (30..1000)")
 LT_OPT(connect_rate, REAL, "2000", "new connections per second")
-LT_OPT(threads, INT, "1", "viewer threads (one event loop each)")
+LT_OPT(threads, INT, "1", "viewer threads per process (one event loop each)")
+LT_OPT(procs, INT, "1", "viewer processes (past the per-process file descriptor limit)")
 LT_OPT(source_addrs, INT, "1",
        "local source addresses 127.0.0.1..N (past 64k connections per target)")
 LT_OPT(http_conns, INT, "32", "keep-alive connections to ingest (publish=http)")

@@ -2,6 +2,7 @@
 #include "loadtest/viewers.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,15 +56,16 @@ struct worker {
     size_t nviewers, next_connect;
     int64_t started_us;
     uint64_t rng;
-    struct lt_hist latency;
-    struct lt_viewer_stats stats; /* updated with relaxed atomics */
+    struct lt_worker_shm *fig; /* latency and counters, relaxed atomics */
 };
 
 struct lt_viewers {
     struct lt_viewers_config cfg;
     struct sockaddr_in *targets;
     struct viewer *all;
+    size_t nall; /* viewers in this process */
     struct worker *workers;
+    struct lt_worker_shm *own_fig;  /* when the caller gave no shared memory */
     int64_t window_from, window_to; /* atomics */
 };
 
@@ -85,12 +87,12 @@ static void count_close(struct worker *w, uint16_t code)
     switch (code) {
 #define LT_CLOSE_CASE(c)                                                                           \
     case c:                                                                                        \
-        ADD(w->stats.closes_##c, 1);                                                               \
+        ADD(w->fig->stats.closes_##c, 1);                                                          \
         return;
         LT_CLOSE_CODES(LT_CLOSE_CASE)
 #undef LT_CLOSE_CASE
     default:
-        ADD(w->stats.closes_other, 1);
+        ADD(w->fig->stats.closes_other, 1);
     }
 }
 
@@ -173,13 +175,13 @@ static void drop(struct viewer *vw, bool reconnect)
         vw->bev = NULL;
     }
     if (vw->state == V_OPEN)
-        SUB(w->stats.open, 1);
+        SUB(w->fig->stats.open, 1);
     if (vw->reconnect != NULL)
         event_del(vw->reconnect);
     vw->state = V_IDLE;
     if (reconnect) {
         vw->resuming = vw->track.joined_offset != LT_NO_OFFSET;
-        ADD(w->stats.reconnects, 1);
+        ADD(w->fig->stats.reconnects, 1);
         start_connect(vw);
     } else {
         vw->state = V_DONE;
@@ -217,7 +219,7 @@ static void handle_control_json(struct viewer *vw, const char *data, size_t len)
     const char *op = root != NULL ? json_string_value(json_object_get(root, "op")) : NULL;
 
     if (op == NULL) {
-        ADD(w->stats.server_errors, 1);
+        ADD(w->fig->stats.server_errors, 1);
     } else if (strcmp(op, "hello") == 0) {
         if (vw->resuming) {
             json_t *join = json_pack(
@@ -232,11 +234,11 @@ static void handle_control_json(struct viewer *vw, const char *data, size_t len)
         json_t *off = json_object_get(root, "offset");
         bool recovered = json_is_true(json_object_get(root, "recovered"));
         if (vw->track.joined_offset == LT_NO_OFFSET)
-            ADD(w->stats.joined, 1);
+            ADD(w->fig->stats.joined, 1);
         else if (recovered)
-            ADD(w->stats.recovered, 1);
+            ADD(w->fig->stats.recovered, 1);
         else
-            ADD(w->stats.not_recovered, 1);
+            ADD(w->fig->stats.not_recovered, 1);
         vw->epoch = json_integer_value(json_object_get(root, "epoch"));
         lt_track_joined(&vw->track, json_integer_value(off), recovered);
         vw->resuming = false;
@@ -244,7 +246,7 @@ static void handle_control_json(struct viewer *vw, const char *data, size_t len)
     } else if (strcmp(op, "skipped") == 0) {
         vw->track.skipped += (uint64_t)json_integer_value(json_object_get(root, "count"));
     } else if (strcmp(op, "error") == 0) {
-        ADD(w->stats.server_errors, 1);
+        ADD(w->fig->stats.server_errors, 1);
     }
     json_decref(root);
 }
@@ -259,8 +261,8 @@ static void handle_text(struct viewer *vw, const char *data, size_t len, int64_t
         if (!lt_track_received(&vw->track, seq, offset))
             return;
         if (sched >= GET(w->v->window_from) && sched < GET(w->v->window_to)) {
-            lt_hist_record(&w->latency, now_us - sched);
-            ADD(w->stats.delivered, 1);
+            lt_hist_record(&w->fig->latency, now_us - sched);
+            ADD(w->fig->stats.delivered, 1);
         }
         return;
     }
@@ -282,7 +284,7 @@ static bool read_frames(struct viewer *vw, struct evbuffer *in)
         uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)head);
         int rc = dm_ws_frame_parse(p, head, MAX_FRAME, false, &f, &code);
         if (rc == DM_EPROTO) {
-            ADD(vw->w->stats.handshake_errors, 1);
+            ADD(vw->w->fig->stats.handshake_errors, 1);
             drop(vw, false);
             return false;
         }
@@ -292,7 +294,7 @@ static bool read_frames(struct viewer *vw, struct evbuffer *in)
         p = evbuffer_pullup(in, (ev_ssize_t)total);
         const char *payload = (const char *)p + f.header_len;
         size_t plen = (size_t)f.payload_len;
-        ADD(vw->w->stats.messages, 1);
+        ADD(vw->w->fig->stats.messages, 1);
         switch (f.opcode) {
         case DM_WS_OP_TEXT:
             handle_text(vw, payload, plen, now_us);
@@ -329,13 +331,13 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (rc == DM_AGAIN)
             return;
         if (rc < 0) {
-            ADD(vw->w->stats.handshake_errors, 1);
+            ADD(vw->w->fig->stats.handshake_errors, 1);
             drop(vw, false);
             return;
         }
         evbuffer_drain(in, (size_t)rc);
         vw->state = V_OPEN;
-        ADD(vw->w->stats.open, 1);
+        ADD(vw->w->fig->stats.open, 1);
     }
     if (vw->state == V_OPEN)
         read_frames(vw, in);
@@ -365,7 +367,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (vw->state == V_CONNECTING)
-        ADD(vw->w->stats.connect_errors, 1);
+        ADD(vw->w->fig->stats.connect_errors, 1);
     else if (vw->state == V_OPEN)
         count_close(vw->w, 1006); /* closed without a close frame */
     drop(vw, vw->state == V_OPEN && vw->w->v->cfg.reconnect_every > 0);
@@ -379,7 +381,7 @@ static void start_connect(struct viewer *vw)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        ADD(w->stats.connect_errors, 1);
+        ADD(w->fig->stats.connect_errors, 1);
         vw->state = V_DONE;
         return;
     }
@@ -391,7 +393,7 @@ static void start_connect(struct viewer *vw)
         setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
         if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
             close(fd);
-            ADD(w->stats.connect_errors, 1);
+            ADD(w->fig->stats.connect_errors, 1);
             vw->state = V_DONE;
             return;
         }
@@ -401,7 +403,7 @@ static void start_connect(struct viewer *vw)
     bufferevent_setcb(vw->bev, on_read, NULL, on_event, vw);
     vw->state = V_CONNECTING;
     if (bufferevent_socket_connect(vw->bev, (struct sockaddr *)target, sizeof(*target)) < 0) {
-        ADD(w->stats.connect_errors, 1);
+        ADD(w->fig->stats.connect_errors, 1);
         bufferevent_free(vw->bev);
         vw->bev = NULL;
         vw->state = V_DONE;
@@ -465,23 +467,31 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
+/* host:port, host a name or an IPv4 address (resolved once, at start). */
 static int parse_target(const char *s, struct sockaddr_in *out, char err[DM_ERRLEN])
 {
-    char host[64];
+    char host[256];
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
     const char *colon = strrchr(s, ':');
-    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(host))
         goto bad;
     memcpy(host, s, (size_t)(colon - s));
     host[colon - s] = '\0';
-    memset(out, 0, sizeof(*out));
-    out->sin_family = AF_INET;
     int port = atoi(colon + 1);
-    if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &out->sin_addr) != 1)
+    if (port <= 0 || port > 65535)
         goto bad;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, DM_ERRLEN, "target %.64s: %s", s, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(out, res->ai_addr, sizeof(*out));
     out->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
     return 0;
 bad:
-    snprintf(err, DM_ERRLEN, "target \"%.64s\": expected IPv4:port", s);
+    snprintf(err, DM_ERRLEN, "target \"%.64s\": expected host:port", s);
     return -1;
 }
 
@@ -512,8 +522,15 @@ struct lt_viewers *lt_viewers_start(const struct lt_viewers_config *cfg,
             return NULL;
         }
     }
-    v->all = dm_calloc(cfg->viewers, sizeof(*v->all));
+    size_t first = cfg->stride > 1 ? cfg->first : 0, stride = cfg->stride > 1 ? cfg->stride : 1;
+    v->nall = first < cfg->viewers ? (cfg->viewers - first + stride - 1) / stride : 0;
+    v->all = dm_calloc(v->nall, sizeof(*v->all));
     v->workers = dm_calloc((size_t)cfg->threads, sizeof(*v->workers));
+    if (cfg->shm == NULL) {
+        v->own_fig = dm_calloc((size_t)cfg->threads, sizeof(*v->own_fig));
+        for (int t = 0; t < cfg->threads; t++)
+            lt_hist_init(&v->own_fig[t].latency);
+    }
     size_t slow = (size_t)(cfg->slow_share * (double)cfg->viewers);
     for (int t = 0; t < cfg->threads; t++) {
         struct worker *w = &v->workers[t];
@@ -522,8 +539,8 @@ struct lt_viewers *lt_viewers_start(const struct lt_viewers_config *cfg,
         w->rng = UINT64_C(0x9e3779b97f4a7c15) * (uint64_t)(t + 1) ^ (uint64_t)dm_mono_us();
         w->base = event_base_new();
         DM_AN(w->base);
-        lt_hist_init(&w->latency);
-        w->viewers = dm_calloc(cfg->viewers / (size_t)cfg->threads + 1, sizeof(*w->viewers));
+        w->fig = cfg->shm != NULL ? &cfg->shm[t] : &v->own_fig[t];
+        w->viewers = dm_calloc(v->nall / (size_t)cfg->threads + 1, sizeof(*w->viewers));
         w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
         w->slow_ev = event_new(w->base, -1, 0, on_slow, w);
         w->connect_ev = event_new(w->base, -1, EV_PERSIST, on_connect_tick, w);
@@ -531,9 +548,10 @@ struct lt_viewers *lt_viewers_start(const struct lt_viewers_config *cfg,
         DM_AN(w->slow_ev);
         DM_AN(w->connect_ev);
     }
-    for (size_t i = 0; i < cfg->viewers; i++) {
-        struct viewer *vw = &v->all[i];
-        struct worker *w = &v->workers[i % (size_t)cfg->threads];
+    for (size_t j = 0; j < v->nall; j++) {
+        size_t i = first + j * stride; /* the global index */
+        struct viewer *vw = &v->all[j];
+        struct worker *w = &v->workers[j % (size_t)cfg->threads];
         vw->w = w;
         vw->index = i;
         vw->room = room_of(cfg, i);
@@ -566,11 +584,12 @@ void lt_viewers_start_slow(struct lt_viewers *v)
         event_active(v->workers[t].slow_ev, EV_TIMEOUT, 0);
 }
 
-void lt_viewers_stats(struct lt_viewers *v, struct lt_viewer_stats *out)
+void lt_viewers_sum(const struct lt_worker_shm *w, size_t n, struct lt_viewer_stats *out,
+                    struct lt_hist *lat)
 {
     memset(out, 0, sizeof(*out));
-    for (int t = 0; t < v->cfg.threads; t++) {
-        const struct lt_viewer_stats *s = &v->workers[t].stats;
+    for (size_t t = 0; t < n; t++) {
+        const struct lt_viewer_stats *s = &w[t].stats;
         out->open += GET(s->open);
         out->joined += GET(s->joined);
         out->connect_errors += GET(s->connect_errors);
@@ -585,13 +604,25 @@ void lt_viewers_stats(struct lt_viewers *v, struct lt_viewer_stats *out)
 #define LT_CLOSE_SUM(c) out->closes_##c += GET(s->closes_##c);
         LT_CLOSE_CODES(LT_CLOSE_SUM)
 #undef LT_CLOSE_SUM
+        if (lat != NULL)
+            lt_hist_merge(lat, &w[t].latency);
     }
+}
+
+static struct lt_worker_shm *figures(struct lt_viewers *v)
+{
+    return v->cfg.shm != NULL ? v->cfg.shm : v->own_fig;
+}
+
+void lt_viewers_stats(struct lt_viewers *v, struct lt_viewer_stats *out)
+{
+    lt_viewers_sum(figures(v), (size_t)v->cfg.threads, out, NULL);
 }
 
 void lt_viewers_merge_latency(struct lt_viewers *v, struct lt_hist *dst)
 {
-    for (int t = 0; t < v->cfg.threads; t++)
-        lt_hist_merge(dst, &v->workers[t].latency);
+    struct lt_viewer_stats ignored;
+    lt_viewers_sum(figures(v), (size_t)v->cfg.threads, &ignored, dst);
 }
 
 void lt_viewers_stop(struct lt_viewers *v)
@@ -605,7 +636,7 @@ void lt_viewers_stop(struct lt_viewers *v)
 void lt_viewers_account(struct lt_viewers *v, const struct lt_ledger *ledger,
                         struct lt_account *acc)
 {
-    for (size_t i = 0; i < v->cfg.viewers; i++)
+    for (size_t i = 0; i < v->nall; i++)
         lt_ledger_account(ledger, v->all[i].room, &v->all[i].track, acc);
 }
 
@@ -613,7 +644,7 @@ void lt_viewers_free(struct lt_viewers *v)
 {
     if (v == NULL)
         return;
-    for (size_t i = 0; i < v->cfg.viewers; i++)
+    for (size_t i = 0; i < v->nall; i++)
         lt_track_fini(&v->all[i].track);
     for (int t = 0; t < v->cfg.threads; t++) {
         struct worker *w = &v->workers[t];
@@ -624,6 +655,7 @@ void lt_viewers_free(struct lt_viewers *v)
         free(w->viewers);
     }
     free(v->workers);
+    free(v->own_fig);
     free(v->all);
     free(v->targets);
     free(v);

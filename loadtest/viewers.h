@@ -13,10 +13,15 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "loadtest/hist.h"
 #include "loadtest/ledger.h"
 
-struct lt_hist;
 struct lt_viewers;
+
+/* One worker thread's live figures: its latency histogram and counters,
+ * updated with relaxed atomics, so another thread — or another process,
+ * when they live in shared memory — can read them while it runs. */
+struct lt_worker_shm;
 
 struct lt_viewers_config {
     const char *const *targets; /* "host:port" of broadcast nodes (numeric host) */
@@ -30,6 +35,13 @@ struct lt_viewers_config {
     int source_addrs; /* 127.0.0.1 .. 127.0.0.N */
     double slow_share;
     double reconnect_every; /* seconds, 0: never */
+    /* Several processes: this one runs viewers first, first+stride, ... of
+     * the `viewers` in total (the global index decides room, target and
+     * slowness, so the split does not change the load). 0/1 for all. */
+    size_t first, stride;
+    /* threads entries for the workers' figures (shared memory when several
+     * processes report to one); NULL: allocated here. */
+    struct lt_worker_shm *shm;
 };
 
 /* Close codes counted one by one; everything else is "other". */
@@ -52,6 +64,15 @@ struct lt_viewer_stats {
     LT_CLOSE_CODES(LT_CLOSE_FIELD)
 #undef LT_CLOSE_FIELD
 };
+
+struct lt_worker_shm {
+    struct lt_hist latency;
+    struct lt_viewer_stats stats;
+};
+
+/* Sums n workers' figures (safe while they run); lat may be NULL. */
+void lt_viewers_sum(const struct lt_worker_shm *w, size_t n, struct lt_viewer_stats *out,
+                    struct lt_hist *lat);
 
 /* Starts the worker threads; connections open at connect_rate. cfg and
  * the ledger are borrowed until lt_viewers_free. NULL with err. */

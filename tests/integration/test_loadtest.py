@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 import threading
 
+import pytest
+
 from dmtest import BIN, SANITIZER_MARKS
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -153,10 +155,12 @@ def run_tool(fake, *extra):
         return proc, json.load(f), html
 
 
-def test_injected_faults_are_reported_exactly():
+@pytest.mark.parametrize("procs,threads", [(1, 1), (1, 3), (2, 2)])
+def test_injected_faults_are_reported_exactly(procs, threads):
     fake = FakeCluster()
     try:
-        proc, res, html = run_tool(fake, "--max-loss", "1")
+        proc, res, html = run_tool(fake, "--max-loss", "1", "--procs", str(procs),
+                                   "--threads", str(threads))
     finally:
         fake.stop()
     s = res["summary"]
@@ -169,6 +173,11 @@ def test_injected_faults_are_reported_exactly():
     assert proc.returncode == 2 and res["slo"]["passed"] is False
     page = open(html).read()
     assert "<script" in page and "http://" not in page and "https://" not in page
+    # Saved results render again on their own.
+    again = html + ".again.html"
+    subprocess.run([os.path.join(BIN, "danmaku-loadtest"), "--render-html",
+                    html.replace(".html", ".json"), again], check=True)
+    assert open(again).read() == page
 
 
 def test_exit_status_follows_max_loss_and_slo():
