@@ -70,8 +70,8 @@ static void on_partition_reset(int32_t partition, void *arg)
         dm_consumer_acquire(b->consumer, partition);
 }
 
-static void on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
-                      const char *value, size_t len, void *arg)
+static size_t on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
+                        const char *value, size_t len, void *arg)
 {
     struct dm_bcast *b = arg;
     struct dm_room *r;
@@ -79,15 +79,15 @@ static void on_record(int32_t partition, int64_t offset, const char *key, size_t
 
     b->parts[partition].next_offset = offset + 1;
     if (key == NULL || keylen == 0 || keylen > DM_ROOM_MAX)
-        return;
+        return 0;
     r = dm_rooms_find(b->rooms, key, keylen);
     if (r == NULL)
-        return;
+        return 0;
     int type = dm_record_inspect(value, len, key, keylen);
     if (type != DM_RECORD_COMMENT) {
         DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
                (long long)offset, type);
-        return;
+        return 0;
     }
 
     /* Encode once; every viewer's output references the same bytes. */
@@ -98,13 +98,17 @@ static void on_record(int32_t partition, int64_t offset, const char *key, size_t
     struct dm_frame *f = dm_frame_new_text(payload, n);
     free(payload);
     struct dm_member *next;
+    size_t sent = 0;
     /* A send may close a slow viewer, which unlinks it from this room. */
     for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
         next = TAILQ_NEXT(m, room_link);
-        if (m->live)
+        if (m->live) {
             dm_conn_send_frame(m->conn, f);
+            sent++;
+        }
     }
     dm_frame_unref(f);
+    return sent;
 }
 
 /* ---- membership ---- */

@@ -18,7 +18,8 @@
 #include "common/log.h"
 
 #define DM_CONSUMER_MAGIC 0x636f6e73u
-#define BATCH             256
+#define BATCH             16
+#define WORK_BUDGET       20000 /* deliveries per round before the sockets get a turn */
 #define LOOKUP_TIMEOUT_MS 5000
 #define LOOKUP_RETRY_MS   500
 
@@ -55,6 +56,7 @@ struct dm_consumer {
     struct part *parts;
 
     struct dm_kafka_waker *waker; /* records are waiting */
+    struct event *more;           /* the next round after a budget was spent */
 
     /* Finished lookups, handed from their threads to the loop. */
     pthread_mutex_t lock;
@@ -65,12 +67,23 @@ struct dm_consumer {
     struct event *retry_ev;
 };
 
+/* Serves records until the queue is empty or the round's work passes
+ * WORK_BUDGET; then the rest waits for the next loop iteration (a zero
+ * timer runs after the pending socket events), so a hot room that cannot be
+ * fanned out as fast as records arrive fills its viewers' bounded buffers
+ * and sheds slow consumers, instead of never writing at all. */
 static void drain_queue(struct dm_consumer *c)
 {
     rd_kafka_message_t *msgs[BATCH];
+    size_t work = 0;
     ssize_t n;
 
     do {
+        if (work >= WORK_BUDGET) {
+            struct timeval now = {0, 0};
+            evtimer_add(c->more, &now);
+            return;
+        }
         n = rd_kafka_consume_batch_queue(c->queue, 0, msgs, BATCH);
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
@@ -79,8 +92,8 @@ static void drain_queue(struct dm_consumer *c)
                     m->partition >= 0 && m->partition < c->npart ? &c->parts[m->partition] : NULL;
                 /* Records of a partition released meanwhile are dropped. */
                 if (p != NULL && p->state == P_ASSIGNED)
-                    c->on_record(m->partition, m->offset, m->key, m->key_len, m->payload, m->len,
-                                 c->arg);
+                    work += 1 + c->on_record(m->partition, m->offset, m->key, m->key_len,
+                                             m->payload, m->len, c->arg);
             } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->partition >= 0 &&
                        m->partition < c->npart && c->parts[m->partition].state == P_ASSIGNED) {
                 DM_LOG(DM_LOG_WARN, "msg=\"partition position lost\" partition=%d err=\"%s\"",
@@ -99,6 +112,13 @@ static void drain_queue(struct dm_consumer *c)
 
 static void on_records_ready(void *arg)
 {
+    drain_queue(arg);
+}
+
+static void on_more(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
     drain_queue(arg);
 }
 
@@ -242,6 +262,8 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     rd_kafka_poll_set_consumer(c->rk);
     c->queue = rd_kafka_queue_get_consumer(c->rk);
 
+    c->more = evtimer_new(base, on_more, c);
+    DM_AN(c->more);
     c->waker = dm_kafka_waker_new(base, c->queue, on_records_ready, c, err);
     if (c->waker == NULL)
         goto fail;
@@ -287,6 +309,8 @@ void dm_consumer_free(struct dm_consumer *c)
         }
     }
     dm_kafka_waker_free(c->waker);
+    if (c->more != NULL)
+        event_free(c->more);
     if (c->done_ev != NULL)
         event_free(c->done_ev);
     if (c->retry_ev != NULL)

@@ -18,9 +18,11 @@ struct dm_config;
 struct dm_consumer;
 
 /* One record of an assigned partition, in offset order per partition. The
- * buffers are valid during the call only. */
-typedef void (*dm_consumer_record_cb)(int32_t partition, int64_t offset, const char *key,
-                                      size_t keylen, const char *value, size_t len, void *arg);
+ * buffers are valid during the call only. Returns the work it caused (the
+ * deliveries it queued): the consumer hands the loop back to the sockets
+ * once a round's work passes a budget, so fan-out never starves writes. */
+typedef size_t (*dm_consumer_record_cb)(int32_t partition, int64_t offset, const char *key,
+                                        size_t keylen, const char *value, size_t len, void *arg);
 
 /* The partition asked for with dm_consumer_acquire is assigned; the next
  * record delivered for it has offset >= next_offset, and every record from
