@@ -113,6 +113,7 @@ OUT=bench/results
 mkdir -p "$OUT"
 BASE="$OUT/$STAMP-$COMMIT"
 
+RUN_NO=0
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # run NAME LOADTEST-FLAGS...: one scenario; records the broadcast node's
@@ -139,8 +140,9 @@ run() {
         sleep 0.5
     done
     wait "$lt" || rc=$?
+    RUN_NO=$((RUN_NO + 1))
     echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak}" \
-        >"$STATE/$name.meta"
+        >"$STATE/$(printf %02d "$RUN_NO")-$name.meta"
     ((rc == 0)) || log "$name: exit status $rc (see the table below)"
     cat "$STATE/$name.out"
     # Let the node settle: connections of this scenario close.

@@ -36,8 +36,10 @@ struct run {
     struct lt_group *viewers;
     struct lt_publisher *pub;
     enum phase phase;
-    int64_t t0_us;                    /* run start (monotonic) */
-    int64_t phase_end_us;             /* monotonic */
+    int64_t t0_us;        /* run start (monotonic) */
+    int64_t phase_end_us; /* monotonic */
+    int64_t last_ack_us;  /* monotonic: when the acknowledged count last grew */
+    uint64_t acked_seen;
     int64_t measure_from, measure_to; /* wall clock, scheduled times */
     struct lt_hist cumulative, previous, interval;
     struct lt_viewer_stats last_vs;
@@ -100,15 +102,20 @@ static void advance(struct run *r, const struct lt_viewer_stats *vs)
             r->phase_end_us = now + (int64_t)(r->o->drain * 1e6);
         }
         break;
-    case PH_DRAIN:
-        /* Wait the drain time, and longer (up to 5x) while comments are
-         * still unanswered by ingest or Kafka. */
-        if (now >= r->phase_end_us && (lt_publisher_outstanding(r->pub) == 0 ||
-                                       now >= r->phase_end_us + (int64_t)(4 * r->o->drain * 1e6))) {
+    case PH_DRAIN: {
+        /* Deliveries get the drain time after the last acknowledgement;
+         * unanswered comments are waited for up to a hard limit (the
+         * backlog of an overloaded ingest drains at its own pace). */
+        int64_t drain_us = (int64_t)(r->o->drain * 1e6);
+        int64_t limit = r->phase_end_us + (drain_us * 4 > 60000000 ? drain_us * 4 : 60000000);
+        bool answered = lt_publisher_outstanding(r->pub) == 0;
+        if ((now >= r->phase_end_us && answered && now >= r->last_ack_us + drain_us) ||
+            now >= limit) {
             r->phase = PH_DONE;
             event_base_loopbreak(r->base);
         }
         break;
+    }
     case PH_DONE:
         break;
     }
@@ -180,8 +187,14 @@ static void on_fast_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct run *r = arg;
     struct lt_viewer_stats vs;
+    struct lt_publisher_stats ps;
     DM_UNUSED(fd);
     DM_UNUSED(what);
+    lt_publisher_stats(r->pub, &ps);
+    if (ps.acked != r->acked_seen) {
+        r->acked_seen = ps.acked;
+        r->last_ack_us = dm_mono_us();
+    }
     /* Phase changes need not wait for the once-a-second line. */
     lt_group_stats(r->viewers, &vs, NULL);
     advance(r, &vs);

@@ -421,7 +421,7 @@ static void print_slo(FILE *out, const json_t *results, const json_t *sum)
     }
 }
 
-void lt_report_print_table(const json_t *results, FILE *out)
+static void print_run(const json_t *results, FILE *out)
 {
     static const struct column thr[] = {
         {"sent/s", "sent_per_s", CELL_RATE, 13},
@@ -459,8 +459,6 @@ void lt_report_print_table(const json_t *results, FILE *out)
     const char *s;
     double x;
 
-    DM_AN(results);
-    DM_AN(out);
     sum = json_object_get(results, "summary");
     lat_obj = json_object_get(sum, "latency_us");
     env = json_object_get(results, "environment");
@@ -503,6 +501,157 @@ void lt_report_print_table(const json_t *results, FILE *out)
         fprintf(out, ", %.0f CPU%s for the generator", x, x == 1 ? "" : "s");
     fputc('\n', out);
     print_slo(out, results, sum);
+}
+
+/* ---- the bench table ------------------------------------------------------ */
+
+/* A bench-wide string: the bench object's own key, else the first run's
+ * environment that has it. */
+static const char *bench_str(const json_t *bench, const char *key)
+{
+    const char *s = get_str(bench, key);
+    size_t i;
+    json_t *run;
+
+    json_array_foreach(json_object_get(bench, "runs"), i, run)
+    {
+        if (s != NULL)
+            break;
+        s = get_str(json_object_get(run, "environment"), key);
+    }
+    return s;
+}
+
+/* The growth of the server's memory during the run per viewer connected,
+ * in KB; false when nothing connected or the memory did not grow (a heap
+ * that an earlier run grew is reused: no growth does not mean no cost). */
+static bool kb_per_conn(const json_t *run, double *out)
+{
+    const json_t *rss = json_object_get(run, "server_rss_kb");
+    double before, peak, conns;
+
+    if (!get_num(rss, "before", &before) || !get_num(rss, "peak", &peak) ||
+        !get_num(json_object_get(run, "summary"), "connections_ok", &conns) || !(conns > 0) ||
+        !(peak > before))
+        return false;
+    *out = (peak - before) / conns;
+    return true;
+}
+
+/* The run's verdict as the HTML summary gives it, then why it failed: no
+ * results, the objectives missed, and an exit status that they do not
+ * explain (2 is the load tester's "objectives missed"). */
+static void print_run_verdict(FILE *out, const json_t *run, bool color)
+{
+    const json_t *slo = json_object_get(run, "slo");
+    const json_t *passed = json_is_object(slo) ? json_object_get(slo, "passed") : NULL;
+    const json_t *failures = json_is_object(slo) ? json_object_get(slo, "failures") : NULL;
+    bool results = json_is_object(json_object_get(run, "summary"));
+    const char *sep = "  ", *e;
+    double status = 0;
+    bool odd_exit;
+    size_t i;
+    json_t *f;
+
+    odd_exit =
+        get_num(run, "exit", &status) && status != 0 && !(status == 2 && json_is_false(passed));
+    if (!results || json_array_size(failures) > 0 || odd_exit || json_is_false(passed))
+        fputs(color ? "\033[1;31mFAIL\033[0m" : "FAIL", out);
+    else if (json_is_true(passed))
+        fputs(color ? "\033[1;32mPASS\033[0m" : "PASS", out);
+    else
+        fputs("NO SLO", out);
+    if (!results) {
+        e = get_str(run, "error");
+        fprintf(out, "%s%s", sep, e ? e : "no results");
+        sep = "; ";
+    }
+    json_array_foreach(failures, i, f)
+    {
+        if (json_is_string(f)) {
+            fprintf(out, "%s%s", sep, json_string_value(f));
+            sep = "; ";
+        }
+    }
+    if (odd_exit)
+        fprintf(out, "%sexit status %.0f", sep, status);
+    fputc('\n', out);
+}
+
+/* One line per run of a bench object, as the HTML summary has them. */
+static void print_bench(const json_t *bench, FILE *out)
+{
+    const json_t *runs = json_object_get(bench, "runs");
+    bool color = isatty(fileno(out)) && getenv("NO_COLOR") == NULL;
+    const char *s, *sc, *gc;
+    size_t i;
+    json_t *run;
+
+    s = get_str(bench, "tool");
+    fprintf(out, "%s  %zu run%s", s ? s : "danmaku-bench", json_array_size(runs),
+            json_array_size(runs) == 1 ? "" : "s");
+    json_array_foreach(runs, i, run)
+    {
+        if ((s = get_str(run, "started_at")) != NULL) {
+            fprintf(out, "  started %s", s);
+            break;
+        }
+    }
+    fprintf(out, "\n%-*s", LABELW, "");
+    if ((s = bench_str(bench, "kafka")) != NULL)
+        fprintf(out, "kafka %s  ", s);
+    if ((s = bench_str(bench, "commit")) != NULL)
+        fprintf(out, "commit %s  ", s);
+    if ((s = bench_str(bench, "hostname")) != NULL)
+        fprintf(out, "host %s  ", s);
+    sc = bench_str(bench, "server_cpus");
+    gc = bench_str(bench, "generator_cpus");
+    if (sc != NULL || gc != NULL)
+        fprintf(out, "CPUs: servers %s, generator %s", sc ? sc : NONE, gc ? gc : NONE);
+    fputs("\n\n", out);
+
+    fprintf(out, "%-*s%7s%12s%8s%8s%8s%7s%5s%5s%5s%8s  %s\n", LABELW, "scenario", "viewers",
+            "delivered/s", "p50", "p99", "max", "lost", "dup", "ooo", "CPU", "KB/conn", "verdict");
+    json_array_foreach(runs, i, run)
+    {
+        const json_t *sum = json_object_get(run, "summary");
+        const json_t *lat = json_object_get(sum, "latency_us");
+        const char *name = get_str(run, "name");
+        char c[10][CELL];
+        double x;
+
+        if (name == NULL)
+            name = get_str(run, "scenario");
+        if (get_num(sum, "generator_cpu_pct", &x))
+            snprintf(c[8], CELL, "%.0f%%", x);
+        else
+            snprintf(c[8], CELL, NONE);
+        if (kb_per_conn(run, &x))
+            snprintf(c[9], CELL, "%.*f", x >= 99.95 ? 0 : x >= 9.995 ? 1 : 2, x);
+        else
+            snprintf(c[9], CELL, NONE);
+        /* a long name pushes its line's columns right rather than being cut */
+        fprintf(out, "%-*s %7s%12s%8s%8s%8s%7s%5s%5s%5s%8s  ", LABELW - 1, name ? name : NONE,
+                fmt_key_count(c[0], CELL, sum, "viewers"),
+                fmt_rate(c[1], CELL, sum, "deliveries_per_s"), fmt_key_us(c[2], CELL, lat, "p50"),
+                fmt_key_us(c[3], CELL, lat, "p99"), fmt_key_us(c[4], CELL, lat, "max"),
+                fmt_key_count(c[5], CELL, sum, "lost"),
+                fmt_key_count(c[6], CELL, sum, "duplicated"),
+                fmt_key_count(c[7], CELL, sum, "out_of_order"), c[8], c[9]);
+        print_run_verdict(out, run, color);
+    }
+    fprintf(out, "\n%-*sKB/conn: server memory growth per viewer connected, %s if none\n", LABELW,
+            "", NONE);
+}
+
+void lt_report_print_table(const json_t *results, FILE *out)
+{
+    DM_AN(results);
+    DM_AN(out);
+    if (json_object_get(results, "runs") != NULL)
+        print_bench(results, out);
+    else
+        print_run(results, out);
 }
 
 /* ---- progress ------------------------------------------------------------- */

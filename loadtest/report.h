@@ -1,7 +1,8 @@
 /* The load tester's results: the JSON file, the self-contained HTML report,
  * the final table on the terminal and the once-a-second progress line, all
  * made from one results object whose schema (below) is the contract between
- * the main program, which builds it, and this module, which only reads it.
+ * the main program, which builds it, and this module, which only reads it;
+ * and the same files and table of a bench object, the runs of `make bench`.
  *
  * The results object (jansson). Numbers are JSON integers or reals. Any key
  * may be missing (the table prints "-", the HTML a dash or "No data"); other
@@ -39,6 +40,29 @@
  *     "slo": { "max_loss": x,                         allowed lost/expected, 0..1
  *              "p99_us": y or null,                   null: no latency SLO
  *              "passed": bool, "failures": [ "<why>", ... ] } }
+ *
+ * The bench object: several runs in one file, written by `make bench`
+ * (loadtest/bench.sh). The writers and the table take it as well as a
+ * results object; an object with a "runs" key is a bench object. Same
+ * tolerance: any key may be missing.
+ *
+ *   { "tool": "danmaku-bench",
+ *     "server_cpus": "0-0", "generator_cpus": "1-1",  taskset CPU lists
+ *     "kafka": "real" | "embedded",
+ *     "runs": [ { <a results object, as above>,       one per scenario, in order
+ *                 "name": "<scenario name>",          bench's name for the run
+ *                 "exit": n,                          the load tester's exit status:
+ *                                                     0 ok, 2 objectives missed, 1 error
+ *                 "server_rss_kb": { "before": kb,    broadcast node's RSS at the start
+ *                                    "peak": kb } },  and its peak during the run
+ *               { "name", "exit",                     a run that wrote no results
+ *                 "error": "no results" }, ... ] }
+ *
+ * A run's server memory per connection is (peak - before) /
+ * summary.connections_ok KB, shown as "-" unless both are positive (a heap
+ * grown by an earlier run is reused, so no growth does not mean no cost).
+ * A run fails when it has no results, missed an objective, or exited with
+ * a status other than 0 that missed objectives do not explain.
  */
 #ifndef DM_LOADTEST_REPORT_H
 #define DM_LOADTEST_REPORT_H
@@ -69,7 +93,8 @@ struct lt_progress {
     uint64_t run_errors;             /* run: errors since the start */
 };
 
-/* Writes results as pretty-printed JSON (2-space indent, key order kept)
+/* Writes results (a results or a bench object) as pretty-printed JSON
+ * (2-space indent, key order kept)
  * to path atomically: a temporary file in the same directory, then
  * rename, so a reader never sees half a file. path "-" writes to stdout.
  * results and path are borrowed. 0, or -1 with err filled. */
@@ -80,14 +105,22 @@ int lt_report_write_json(const json_t *results, const char *path, char err[DM_ER
  * results JSON is embedded in a <script type="application/json"> block with
  * every '<', '>' and '&' written as \u003c, \u003e, \u0026, so no string in
  * it can close the block; the page's own script draws the tables and SVG
- * charts from it. path "-" writes to stdout. 0, or -1 with err filled. */
+ * charts from it. For a results object the page is that run's report; for
+ * a bench object it is a header (date, commit, host, Kafka, CPU split), a
+ * summary table with one row per run linked to the run's section, and one
+ * section per run with the charts and tables of a run's own page (or why
+ * it has none). results and path are borrowed; path "-" writes to stdout.
+ * 0, or -1 with err filled. */
 int lt_report_write_html(const json_t *results, const char *path, char err[DM_ERRLEN]);
 
-/* Prints the final summary (one screen, aligned columns): throughput,
- * latency percentiles, accounting, connections and closes by code, errors,
- * generator CPU and the SLO verdict. results and out are borrowed; missing
- * keys print as "-". Colours the verdict only when out is a terminal and
- * NO_COLOR is unset. */
+/* Prints the final summary of a results object (one screen, aligned
+ * columns): throughput, latency percentiles, accounting, connections and
+ * closes by code, errors, generator CPU and the SLO verdict. For a bench
+ * object: a header and one line per run (viewers, deliveries/s, p50, p99,
+ * max, lost, duplicated, out of order, generator CPU, server KB per
+ * connection, verdict and why), about 100 columns. results and out are
+ * borrowed; missing keys print as "-". Colours the verdict only when out
+ * is a terminal and NO_COLOR is unset. */
 void lt_report_print_table(const json_t *results, FILE *out);
 
 /* Formats the progress line of p (no newline) into out, truncating to

@@ -2,9 +2,10 @@
  * same results and nothing can break out of its data block, the page
  * references nothing outside itself, the builders match the histogram, and
  * the table and progress line format a full and an empty results object.
- * When chromium is installed, the page is also run headless and the DOM its
+ * The same for a bench object of three runs, one without results. When
+ * chromium is installed, the pages are also run headless and the DOM their
  * script built is checked (skipped otherwise). TEST_REPORT_KEEP=1 keeps
- * the report to look at. */
+ * the reports to look at. */
 #include "loadtest/report.h"
 
 #include <dirent.h>
@@ -190,6 +191,34 @@ static json_t *make_results(void)
     return r;
 }
 
+/* A bench object as bench.sh writes it: hot-room (misses its loss
+ * objective, exit 2), many-rooms (passes; the server's memory did not grow)
+ * and a run that wrote no results, whose name tries to be markup. */
+#define BROKEN "broken <b>x</b>"
+
+static json_t *make_bench(void)
+{
+    json_t *hot = make_results(), *many = make_results(), *bench;
+    json_t *slo = json_object_get(many, "slo");
+
+    DM_AZ(json_object_set_new(hot, "name", json_string("hot-room")));
+    DM_AZ(json_object_set_new(hot, "exit", json_integer(2)));
+    DM_AZ(json_object_set_new(hot, "server_rss_kb",
+                              json_pack("{s:i, s:i}", "before", 40000, "peak", 125000)));
+    DM_AZ(json_object_set_new(many, "scenario", json_string("many-rooms")));
+    DM_AZ(json_object_set_new(many, "name", json_string("many-rooms")));
+    DM_AZ(json_object_set_new(many, "exit", json_integer(0)));
+    DM_AZ(json_object_set_new(many, "server_rss_kb",
+                              json_pack("{s:i, s:i}", "before", 125000, "peak", 125000)));
+    DM_AZ(json_object_set_new(slo, "passed", json_true()));
+    DM_AZ(json_array_clear(json_object_get(slo, "failures")));
+    bench = json_pack("{s:s, s:s, s:s, s:s, s:[o, o, {s:s, s:i, s:s}]}", "tool", "danmaku-bench",
+                      "server_cpus", "0-0", "generator_cpus", "1-1", "kafka", "real", "runs", hot,
+                      many, "name", BROKEN, "exit", 1, "error", "no results");
+    DM_AN(bench);
+    return bench;
+}
+
 /* ---- builders ------------------------------------------------------------- */
 
 static void test_builders(void)
@@ -311,36 +340,38 @@ static char *data_block(const char *html)
     return end ? dm_strndup(start, (size_t)(end - start)) : NULL;
 }
 
-static void test_html_file(void)
+/* The checks every page passes, for the results or bench object r written
+ * to file (in dir): what; it must stay under max_kb. */
+static void check_page(const json_t *r, const char *file, const char *what, size_t max_kb)
 {
     static const char *const external[] = {
         "http:",       "https:",         "ftp:",       "src=",         "url(",    "@import",
         "<link",       "<img",           "<iframe",    "<object",      "<embed",  "fetch(",
         "sendbeacon(", "xmlhttprequest", "websocket(", "eventsource(", "import(", "//cdn",
     };
-    json_t *r = make_results(), *back;
     char err[DM_ERRLEN] = "";
     char *html, *data, *lower;
     json_error_t jerr;
+    json_t *back;
     size_t bad = 0;
     int rc;
 
-    rc = lt_report_write_html(r, in_dir("report.html"), err);
-    ok(rc == 0, "write_html: %s", rc == 0 ? "ok" : err);
-    html = slurp(in_dir("report.html"));
+    rc = lt_report_write_html(r, in_dir(file), err);
+    ok(rc == 0, "%s: write_html: %s", what, rc == 0 ? "ok" : err);
+    html = slurp(in_dir(file));
     DM_AN(html);
     ok(strncmp(html, "<!DOCTYPE html>", 15) == 0 && contains(html, "<meta charset=\"utf-8\">") &&
            contains(html, "</html>\n"),
-       "an HTML5 document in UTF-8");
+       "%s: an HTML5 document in UTF-8", what);
 
     data = data_block(html);
     back = data ? json_loads(data, 0, &jerr) : NULL;
-    ok(back != NULL && json_equal(r, back), "the embedded data block parses back equal");
+    ok(back != NULL && json_equal(r, back), "%s: the embedded data block parses back equal", what);
     ok(data != NULL && strchr(data, '<') == NULL && strchr(data, '>') == NULL &&
            strchr(data, '&') == NULL,
-       "the data block holds no '<', '>' or '&' at all");
+       "%s: the data block holds no '<', '>' or '&' at all", what);
     ok(contains(data, "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)"),
-       "the hostile string is there, escaped");
+       "%s: the hostile string is there, escaped", what);
     /* The block must end where the template's tail begins: the hostile
      * string did not end it early, and the parser reaches our own script. */
     /* data starts with the head's last newline: count it once */
@@ -349,9 +380,9 @@ static void test_html_file(void)
                strlen(lt_report_html_head) + strlen(data) - 1 + strlen(lt_report_html_tail) &&
            strncmp(html + strlen(html) - strlen(lt_report_html_tail), lt_report_html_tail,
                    strlen(lt_report_html_tail)) == 0,
-       "head + data + tail, nothing else");
+       "%s: head + data + tail, nothing else", what);
     ok(count_of(html, "</script>") == 2 && count_of(html, "<script") == 2,
-       "exactly two script elements: the data and the code");
+       "%s: exactly two script elements: the data and the code", what);
 
     lower = dm_strdup(html);
     for (char *p = lower; *p; p++)
@@ -361,15 +392,45 @@ static void test_html_file(void)
             bad++;
             printf("# found %s\n", external[i]);
         }
-    ok(bad == 0, "no external resource or network use (%zu patterns)", DM_ARRAY_LEN(external));
-    ok(strlen(html) < 200 * 1024, "size %zu bytes", strlen(html));
-    ok(temp_files() == 0, "no temporary file left behind");
+    ok(bad == 0, "%s: no external resource or network use (%zu patterns)", what,
+       DM_ARRAY_LEN(external));
+    ok(strlen(html) < max_kb * 1024, "%s: size %zu bytes", what, strlen(html));
+    ok(temp_files() == 0, "%s: no temporary file left behind", what);
 
     free(lower);
     free(data);
     free(html);
     json_decref(back);
+}
+
+static void test_html_file(void)
+{
+    json_t *r = make_results();
+
+    check_page(r, "report.html", "run", 200);
     json_decref(r);
+}
+
+/* A bench object: the same page, the same checks; its JSON file too. */
+static void test_bench_files(void)
+{
+    json_t *b = make_bench(), *back;
+    char err[DM_ERRLEN] = "";
+    json_error_t jerr;
+    char *html;
+    int rc;
+
+    check_page(b, "bench.html", "bench", 400);
+    html = slurp(in_dir("bench.html"));
+    ok(contains(html, "\"runs\":[{\"tool\":\"danmaku-loadtest\"") &&
+           contains(html, "\"name\":\"broken \\u003cb\\u003ex\\u003c/b\\u003e\""),
+       "bench: the runs are embedded, the markup in a run's name escaped");
+    rc = lt_report_write_json(b, in_dir("bench.json"), err);
+    back = json_load_file(in_dir("bench.json"), 0, &jerr);
+    ok(rc == 0 && back != NULL && json_equal(b, back), "bench: the JSON file parses back equal");
+    free(html);
+    json_decref(back);
+    json_decref(b);
 }
 
 /* The template alone: the part of the page that does not come from data. */
@@ -463,6 +524,51 @@ static void test_table(void)
     json_decref(empty);
 }
 
+/* The line of s that starts with prefix, as a new string, or NULL. */
+static char *line_of(const char *s, const char *prefix)
+{
+    for (const char *p = s; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, prefix, strlen(prefix)) == 0)
+            return dm_strndup(p, strcspn(p, "\n"));
+    return NULL;
+}
+
+static void test_bench_table(void)
+{
+    json_t *b = make_bench();
+    char *t = print_to_string(b), *hot, *many, *broken;
+    int lines, widest;
+
+    printf("# ---- the bench table ----\n");
+    for (const char *p = t, *nl; *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        printf("# %.*s\n", (int)(nl - p), p);
+    }
+    line_stats(t, &lines, &widest);
+    hot = line_of(t, "hot-room ");
+    many = line_of(t, "many-rooms ");
+    broken = line_of(t, BROKEN " ");
+    ok(lines == 9, "bench: header, column heads, one line per run, a note: %d lines", lines);
+    ok(contains(t, "danmaku-bench  3 runs  started 2024-05-01T12:00:00Z") &&
+           contains(t, "kafka real  commit 4559cbb  host dev-1  CPUs: servers 0-0, generator 1-1"),
+       "bench header: runs, first start, Kafka, commit, host, CPU split");
+    ok(contains(hot, " 5,000 ") && contains(hot, " 4,998,566 ") && contains(hot, " 129ms ") &&
+           contains(hot, " 36,000 ") && contains(hot, " 74% ") && contains(hot, " 17.0  "),
+       "a run's line: viewers, deliveries/s, p99, lost, CPU, server KB per connection");
+    ok(contains(hot, "  FAIL  loss 0.012% > 0.01% (36,000 of 299,950,000 lost)") &&
+           !contains(hot, "exit status"),
+       "missed objectives fail with the reasons; exit status 2 is theirs");
+    ok(contains(many, "       -  PASS") && many[strlen(many) - 1] == 'S',
+       "no memory growth prints '-', a passing run PASS");
+    ok(contains(broken, "  -  ") && contains(broken, "  FAIL  no results; exit status 1"),
+       "a run without results: dashes, FAIL, the error and the exit status");
+    free(hot);
+    free(many);
+    free(broken);
+    free(t);
+    json_decref(b);
+}
+
 static void test_progress(void)
 {
     struct lt_progress p = {.t = 12,
@@ -501,19 +607,22 @@ static void test_progress(void)
     ok(strlen(small) == sizeof(small) - 1, "a short buffer truncates");
 }
 
-/* ---- the page in a browser ------------------------------------------------ */
+/* ---- the pages in a browser ---------------------------------------------- */
 
-static void test_browser(void)
+/* The DOM that the page in file (in dir) built, run headless by chromium,
+ * into *dom (caller frees); false, having reported a TAP skip, when
+ * chromium is not there or did not run. */
+static bool dump_dom(const char *file, char **dom)
 {
     char cmd[2048], profile[300];
-    char *dom = NULL;
     size_t len = 0;
     FILE *p, *m;
     int c, rc;
 
+    *dom = NULL;
     if (system("command -v chromium >/dev/null 2>&1") != 0) {
         ok(1, "# SKIP chromium not installed: the page's script is not run");
-        return;
+        return false;
     }
     snprintf(profile, sizeof(profile), "%s/profile", dir);
     snprintf(cmd, sizeof(cmd),
@@ -521,10 +630,10 @@ static void test_browser(void)
              "--disable-background-networking --disable-component-update --disable-sync "
              "--no-first-run --user-data-dir='%s' --window-size=1100,2400 "
              "--virtual-time-budget=5000 --dump-dom 'file://%s' 2>/dev/null",
-             profile, in_dir("report.html"));
+             profile, in_dir(file));
     p = popen(cmd, "r");
     DM_AN(p);
-    m = open_memstream(&dom, &len);
+    m = open_memstream(dom, &len);
     DM_AN(m);
     while ((c = fgetc(p)) != EOF)
         fputc(c, m);
@@ -532,9 +641,19 @@ static void test_browser(void)
     fclose(m);
     if (rc != 0 && len == 0) {
         ok(1, "# SKIP chromium did not run (status %d)", rc);
-        free(dom);
-        return;
+        free(*dom);
+        *dom = NULL;
+        return false;
     }
+    return true;
+}
+
+static void test_browser(void)
+{
+    char *dom;
+
+    if (!dump_dom("report.html", &dom))
+        return;
     ok(contains(dom, "<h1>danmaku-loadtest \xe2\x80\x94 hot-room</h1>"),
        "the script ran: title from the data");
     ok(contains(dom, "class=\"verdict fail\"") && contains(dom, ">FAIL<") &&
@@ -556,6 +675,78 @@ static void test_browser(void)
     free(dom);
 }
 
+/* The part of the DOM from the element with id to the next section (or the
+ * footer), as a new string; "" when there is no such element. */
+static char *section_of(const char *dom, const char *id)
+{
+    char attr[128];
+    const char *start, *end;
+
+    snprintf(attr, sizeof(attr), "id=\"%s\"", id);
+    if ((start = strstr(dom, attr)) == NULL)
+        return dm_strdup("");
+    if ((end = strstr(start + 1, "<section")) == NULL && (end = strstr(start, "<footer")) == NULL)
+        end = start + strlen(start);
+    return dm_strndup(start, (size_t)(end - start));
+}
+
+static void test_bench_browser(void)
+{
+    static const char *const ids[] = {"run-1-hot-room", "run-2-many-rooms", "run-3-broken-b-x-b-"};
+    char *dom, *table, *sec[3];
+    size_t rows, links = 0;
+
+    if (!dump_dom("bench.html", &dom))
+        return;
+    table = section_of(dom, "bench-summary");
+    *strstr(table, "</table>") = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        char href[64];
+        snprintf(href, sizeof(href), "href=\"#%s\"", ids[i]);
+        links += contains(table, href);
+        sec[i] = section_of(dom, ids[i]);
+    }
+    rows = count_of(table, "<tr");
+    ok(contains(dom, "<h1>danmaku benchmark \xe2\x80\x94 2024-05-01</h1>") &&
+           contains(dom, "started 2024-05-01 12:00:00 UTC") && contains(dom, "commit 4559cbb") &&
+           contains(dom, "host dev-1") && contains(dom, "Kafka real") &&
+           contains(dom, "servers on CPU 0-0, generator on CPU 1-1"),
+       "bench page: title, date, commit, host, Kafka and CPU split");
+    ok(contains(dom, "class=\"verdict fail\"") && contains(dom, "2 of 3 scenarios failed"),
+       "the overall verdict counts the failed runs");
+    ok(rows == 4 && links == 3, "the summary table: a header and %zu rows, %zu linked", rows - 1,
+       links);
+    ok(contains(table, ">5,000<") && contains(table, ">5.00M<") && contains(table, ">129 ms<") &&
+           contains(table, ">36,000<") && contains(table, ">75%<") && contains(table, ">17.0<"),
+       "a row: viewers, deliveries/s, p99, lost, CPU, server KB per connection");
+    ok(contains(table, "<td class=\"n\">\xe2\x80\x93</td><td class=\"vd\"><span class=\"tag pass\">"
+                       "PASS</span></td>"),
+       "no memory growth shows a dash; a passing run PASS");
+    ok(contains(table, "FAIL</span><div class=\"why\">loss 0.012% &gt; 0.01%") &&
+           contains(table, "FAIL</span><div class=\"why\">no results; exit status 1</div>") &&
+           contains(table, ">broken &lt;b&gt;x&lt;/b&gt;</a>"),
+       "failed runs say why; a run's name is text");
+    for (size_t i = 0; i < 2; i++)
+        ok(count_of(sec[i], "<figure") == 5 && count_of(sec[i], "<svg") >= 10 &&
+               count_of(sec[i], "<path") >= 8 && !contains(sec[i], "class=\"empty\"") &&
+               contains(sec[i], "Delivery accounting") && contains(sec[i], "Configuration"),
+           "run %zu's section: %zu charts, %zu SVG elements, the tables", i + 1,
+           count_of(sec[i], "<figure"), count_of(sec[i], "<svg"));
+    ok(contains(sec[0], "17.0 KB per connection") && contains(sec[1], "exit status 0"),
+       "a run's section: its exit status and server memory");
+    ok(contains(sec[0], "name=\"dist-1\"") && contains(sec[1], "name=\"dist-2\""),
+       "each run's chart controls are a group of their own");
+    ok(count_of(sec[2], "<figure") == 0 && contains(sec[2], "No results.") &&
+           contains(sec[2], "exited with status 1 and wrote no results file."),
+       "the run without results: FAIL and why, no charts");
+    ok(count_of(dom, "<script") == 2 && !contains(dom, "<b>x</b>"),
+       "nothing in the data became markup");
+    for (size_t i = 0; i < 3; i++)
+        free(sec[i]);
+    free(table);
+    free(dom);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -566,13 +757,16 @@ int main(void)
     subtest("builders", test_builders);
     subtest("JSON file", test_json_file);
     subtest("HTML file", test_html_file);
+    subtest("bench files", test_bench_files);
     subtest("template", test_template);
     subtest("final table", test_table);
+    subtest("bench table", test_bench_table);
     subtest("progress line", test_progress);
     subtest("page in a browser", test_browser);
+    subtest("bench page in a browser", test_bench_browser);
     /* TEST_REPORT_KEEP=1 keeps the files, to look at the report by eye. */
     if (getenv("TEST_REPORT_KEEP") != NULL) {
-        printf("# kept %s/report.html\n", dir);
+        printf("# kept %s/report.html and bench.html\n", dir);
         return done_testing();
     }
     snprintf(rm, sizeof(rm), "rm -rf -- '%s'", dir);
