@@ -11,7 +11,9 @@
 #include "broadcast/consumer.h"
 #include "broadcast/membership.h"
 #include "broadcast/room.h"
+#include "common/auth.h"
 #include "common/check.h"
+#include "common/jwt.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -214,6 +216,15 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     dm_conns_ping_all(arg);
 }
 
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_bcast *b = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    if (b->verifier != NULL)
+        dm_conns_expire_tokens(b, dm_now_ms() / 1000);
+}
+
 static void on_close_drain(evutil_socket_t fd, short what, void *arg)
 {
     DM_UNUSED(fd);
@@ -238,8 +249,19 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     b->parts = dm_calloc((size_t)cfg->kafka_partitions, sizeof(*b->parts));
     b->close_drain = event_new(base, -1, 0, on_close_drain, b);
     b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
-    if (b->close_drain == NULL || b->heartbeat == NULL || event_add(b->heartbeat, &tv) < 0) {
+    b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
+    struct timeval second = dm_timeval_ms(1000);
+    if (b->close_drain == NULL || b->heartbeat == NULL || b->tick == NULL ||
+        event_add(b->heartbeat, &tv) < 0 || event_add(b->tick, &second) < 0) {
         snprintf(err, DM_ERRLEN, "cannot register node events");
+        goto fail;
+    }
+    if (dm_auth_configured(cfg)) {
+        b->verifier = dm_auth_verifier_new(cfg, err);
+        if (b->verifier == NULL)
+            goto fail;
+    } else if (!cfg->allow_anonymous) {
+        snprintf(err, DM_ERRLEN, "allow_anonymous is off but no jwt_key_file or jwt_secret is set");
         goto fail;
     }
     b->membership = dm_membership_new(base, cfg, node, b->rooms);
@@ -292,6 +314,7 @@ void dm_bcast_free(struct dm_bcast *b)
     dm_conns_abort_all(b);
     dm_consumer_free(b->consumer);
     dm_membership_free(b->membership);
+    dm_jwt_verifier_free(b->verifier);
     for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {
         if (b->parts[i].release != NULL) {
             free(event_get_callback_arg(b->parts[i].release));
@@ -302,6 +325,8 @@ void dm_bcast_free(struct dm_bcast *b)
     dm_rooms_free(b->rooms);
     if (b->heartbeat != NULL)
         event_free(b->heartbeat);
+    if (b->tick != NULL)
+        event_free(b->tick);
     if (b->close_drain != NULL)
         event_free(b->close_drain);
     free(b);

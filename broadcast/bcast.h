@@ -19,6 +19,7 @@ struct evconnlistener;
 struct dm_config;
 struct dm_consumer;
 struct dm_membership;
+struct dm_jwt_verifier;
 struct dm_rooms;
 struct dm_conn;
 struct dm_member;
@@ -41,6 +42,7 @@ struct dm_bcast {
     struct evconnlistener *listener;
     struct dm_consumer *consumer;
     struct dm_membership *membership;
+    struct dm_jwt_verifier *verifier; /* NULL when no key is configured */
     struct dm_rooms *rooms;
     struct dm_bpart *parts;    /* cfg->kafka_partitions entries */
     struct dm_conn_list conns; /* open and closing connections */
@@ -48,6 +50,7 @@ struct dm_bcast {
     struct dm_conn_list closing; /* waiting for on_close_drain to free them */
     struct event *close_drain;
     struct event *heartbeat;
+    struct event *tick; /* every second: token expiry, ... */
     uint64_t next_conn_id;
     bool draining; /* SIGTERM: no new connections */
 };

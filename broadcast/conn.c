@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/hash.h"
+#include "common/jwt.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/ws.h"
@@ -36,8 +37,9 @@ struct dm_conn {
     struct dm_ws_msg msg; /* fragmented message being received */
     unsigned char *frag;  /* its payload so far (only when fragmented) */
     size_t frag_len;
-    uint16_t peer_close_code;  /* echoed in our close frame */
-    TAILQ_ENTRY(dm_conn) link; /* b->conns or b->closing */
+    uint16_t peer_close_code;     /* echoed in our close frame */
+    struct dm_jwt_claims *claims; /* owned; NULL: anonymous */
+    TAILQ_ENTRY(dm_conn) link;    /* b->conns or b->closing */
 };
 
 static const struct {
@@ -57,6 +59,7 @@ static const struct {
     [DM_CLOSE_TOO_BIG] = {"too_big", DM_WS_CLOSE_TOO_BIG, true},
     [DM_CLOSE_SLOW_CONSUMER] = {"slow_consumer", DM_WS_CLOSE_SLOW_CONSUMER, true},
     [DM_CLOSE_SHUTDOWN] = {"shutdown", DM_WS_CLOSE_RESTART, true},
+    [DM_CLOSE_POLICY] = {"policy", DM_WS_CLOSE_POLICY, true},
 };
 
 static void on_client_read(struct bufferevent *bev, void *arg);
@@ -106,6 +109,10 @@ static void conn_free(struct dm_conn *c)
     DM_ASSERT(c->state == CONN_CLOSING);
     bufferevent_free(c->bev);
     free(c->frag);
+    if (c->claims != NULL) {
+        dm_jwt_claims_fini(c->claims);
+        free(c->claims);
+    }
     c->magic = 0;
     free(c);
 }
@@ -280,6 +287,45 @@ static struct dm_member *find_member(struct dm_conn *c, const char *room)
     return NULL;
 }
 
+/* Verifies token and makes its claims the connection's. Returns 0, or -1
+ * with *reason (static) when the token is refused or cannot be checked. */
+static int authenticate(struct dm_conn *c, const char *token, const char **reason)
+{
+    struct dm_jwt_claims *claims;
+
+    if (c->b->verifier == NULL) {
+        *reason = "this node does not check tokens";
+        return -1;
+    }
+    claims = dm_calloc(1, sizeof(*claims));
+    if (dm_jwt_verify(c->b->verifier, token, strlen(token), dm_now_ms() / 1000, claims, reason) <
+        0) {
+        free(claims);
+        return -1;
+    }
+    if (c->claims != NULL) {
+        dm_jwt_claims_fini(c->claims);
+        free(c->claims);
+    }
+    c->claims = claims;
+    return 0;
+}
+
+/* Whether this connection may watch room (anonymous viewing, or a token
+ * whose rooms claim covers it); sends the error itself when not. */
+static bool may_watch(struct dm_conn *c, const char *room)
+{
+    if (c->claims == NULL && !c->b->cfg->allow_anonymous) {
+        send_error(c, "unauthorized", "send {\"op\":\"auth\"} with a token first");
+        return false;
+    }
+    if (c->claims != NULL && !dm_jwt_claims_allow_room(c->claims, room)) {
+        send_error(c, "forbidden", "the token does not allow this room");
+        return false;
+    }
+    return true;
+}
+
 static void join_room(struct dm_conn *c, const char *room)
 {
     if (find_member(c, room) != NULL) {
@@ -290,6 +336,8 @@ static void join_room(struct dm_conn *c, const char *room)
         send_error(c, "too_many_rooms", "leave a room before joining another");
         return;
     }
+    if (!may_watch(c, room))
+        return;
     struct dm_member *m = dm_bcast_join(c->b, c, room, strlen(room));
     LIST_INSERT_HEAD(&c->members, m, conn_link);
     c->nrooms++;
@@ -326,8 +374,12 @@ static void handle_message(struct dm_conn *c, const char *data, size_t len)
         break;
     }
     case DM_OP_AUTH:
-        /* Anonymous viewing is all this node offers so far (see issue 4). */
-        send_error(c, "unsupported", "token-gated viewing is not enabled on this node");
+        /* A refused token ends the session: the client must not go on
+         * believing it is authenticated. */
+        if (authenticate(c, m.token, &reason) < 0) {
+            send_error(c, "unauthorized", reason);
+            dm_conn_close(c, DM_CLOSE_POLICY);
+        }
         break;
     }
     dm_client_msg_fini(&m);
@@ -465,6 +517,29 @@ static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
         send_http(c, 404, "Not Found", "application/json", not_found, sizeof(not_found) - 1);
 }
 
+/* allowed: comma list of exact Origin values; empty allows any (and a
+ * missing Origin, sent by non-browser clients, is always allowed). */
+static bool origin_allowed(const char *allowed, const char *origin)
+{
+    size_t olen = strlen(origin);
+    const char *p = allowed;
+
+    if (*allowed == '\0' || olen == 0)
+        return true;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && *p == ' ')
+            p++, n--;
+        if (n == olen && strncmp(p, origin, n) == 0)
+            return true;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
 static void refuse(struct dm_conn *c, int status, const char *reason)
 {
     char buf[512];
@@ -501,10 +576,26 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
         refuse(c, 404, "WebSocket endpoint is /v1/ws");
         return;
     }
+    if (!origin_allowed(cfg->ws_allowed_origins, req.origin)) {
+        refuse(c, 403, "this Origin may not connect");
+        return;
+    }
     has_room = dm_ws_query_param(req.query, "room", room, sizeof(room));
     if (has_room && !dm_room_id_valid(room, strlen(room))) {
         refuse(c, 400, "room must match [A-Za-z0-9_.:-]{1,64}");
         return;
+    }
+    char *token = dm_malloc(DM_WS_QUERY_MAX);
+    if (dm_ws_query_param(req.query, "token", token, DM_WS_QUERY_MAX)) {
+        const char *why;
+        int arc = authenticate(c, token, &why);
+        free(token);
+        if (arc < 0) {
+            refuse(c, 401, why);
+            return;
+        }
+    } else {
+        free(token);
     }
 
     dm_ws_accept_key(req.key, accept);
@@ -572,6 +663,20 @@ void dm_conns_abort_all(struct dm_bcast *b)
         defer_free(c);
     }
     dm_conns_free_closing(b);
+}
+
+void dm_conns_expire_tokens(struct dm_bcast *b, int64_t now_s)
+{
+    struct dm_conn *c, *next;
+    int64_t leeway = b->cfg->jwt_leeway_s;
+
+    for (c = TAILQ_FIRST(&b->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->state == CONN_OPEN && c->claims != NULL && c->claims->exp + leeway < now_s) {
+            send_error(c, "token_expired", "the token expired; reconnect with a fresh one");
+            dm_conn_close(c, DM_CLOSE_POLICY);
+        }
+    }
 }
 
 void dm_conns_close_all(struct dm_bcast *b, enum dm_close_reason reason)

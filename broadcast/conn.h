@@ -28,6 +28,7 @@ enum dm_close_reason {
     DM_CLOSE_TOO_BIG,           /* 1009 */
     DM_CLOSE_SLOW_CONSUMER,     /* 4008: output over max_client_outbuf */
     DM_CLOSE_SHUTDOWN,          /* 1012: node draining, after `reconnect` */
+    DM_CLOSE_POLICY,            /* 1008: token refused or expired */
 };
 
 /* Takes ownership of an accepted socket fd and starts the handshake. The
@@ -51,6 +52,8 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason);
 
 /* Node-wide sweeps, called by bcast.c. */
 void dm_conns_ping_all(struct dm_bcast *b);
+/* Closes (1008) the connections whose token expired before now_s. */
+void dm_conns_expire_tokens(struct dm_bcast *b, int64_t now_s);
 /* Frees every connection at once, flushing nothing (node teardown). */
 void dm_conns_abort_all(struct dm_bcast *b);
 /* Frees the connections whose close finished (b->closing). Run from the

@@ -296,7 +296,9 @@ int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int 
         if (eq != NULL) {
             value = eq + 1;
         } else if (k->type == T_BOOL) {
-            value = "true";
+            /* `--flag` alone means true; `--flag false` works too. */
+            bool ignored;
+            value = i + 1 < argc && parse_bool(argv[i + 1], &ignored) == 0 ? argv[++i] : "true";
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {

@@ -62,3 +62,5 @@ DM_CONF(heartbeat_ms, INT, "15000", 100, 600000, B, "server ping interval")
 DM_CONF(idle_timeout_ms, INT, "45000", 300, 3600000, B, "close a viewer silent this long")
 DM_CONF(handshake_timeout_ms, INT, "5000", 100, 600000, B, "time allowed for the handshake")
 DM_CONF(allow_anonymous, BOOL, "true", 0, 0, B, "viewers may watch without a token")
+DM_CONF(ws_allowed_origins, STR, "", 0, 0, B,
+        "Origin values allowed to connect: comma list, empty for any")

@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/config.h"
 #include "common/jwt.h"
@@ -18,28 +19,6 @@
 /* How long the answers of a stopping node get to reach their sockets. */
 #define FLUSH_WRITES_MS 200
 
-/* Reads the JWT key: jwt_key_file wins over jwt_secret. */
-static struct dm_jwt_verifier *load_verifier(const struct dm_config *cfg, char err[DM_ERRLEN])
-{
-    unsigned char *key = NULL;
-    size_t keylen = 0;
-    struct dm_jwt_verifier *v;
-
-    if (*cfg->jwt_key_file != '\0') {
-        if (dm_jwt_key_load(cfg->jwt_key_file, &key, &keylen, err) < 0)
-            return NULL;
-    } else {
-        keylen = strlen(cfg->jwt_secret);
-        key = (unsigned char *)dm_strndup(cfg->jwt_secret, keylen);
-    }
-    v = dm_jwt_verifier_new(cfg->jwt_alg, key, keylen, cfg->jwt_leeway_s,
-                            *cfg->jwt_issuer != '\0' ? cfg->jwt_issuer : NULL,
-                            *cfg->jwt_audience != '\0' ? cfg->jwt_audience : NULL, err);
-    memset(key, 0, keylen);
-    free(key);
-    return v;
-}
-
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
                                 const char *node, char err[DM_ERRLEN])
 {
@@ -48,7 +27,7 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
     in->base = base;
     in->cfg = cfg;
     in->node = node;
-    in->verifier = load_verifier(cfg, err);
+    in->verifier = dm_auth_verifier_new(cfg, err);
     if (in->verifier == NULL)
         goto fail;
     in->producer = dm_producer_new(base, cfg, err);

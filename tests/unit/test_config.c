@@ -252,6 +252,14 @@ static void test_flag_forms(void)
     rc = load(&cfg, BC, "--allow-anonymous=off", NULL);
     ok(rc == 0 && cfg.allow_anonymous == false, "--bool=off");
     dm_config_fini(&cfg);
+    rc = load(&cfg, BC, "--allow-anonymous", "false", "--max-rooms", "3", NULL);
+    ok(rc == 0 && cfg.allow_anonymous == false && cfg.max_rooms == 3,
+       "--bool false: a boolean word after the flag is its value");
+    dm_config_fini(&cfg);
+    rc = load(&cfg, BC, "--allow-anonymous", "--max-rooms", "3", NULL);
+    ok(rc == 0 && cfg.allow_anonymous == true && cfg.max_rooms == 3,
+       "--bool followed by another flag means true");
+    dm_config_fini(&cfg);
 
     rc = load(&cfg, ING, "--http-port", NULL);
     ok(rc == -1 && contains(err, "--http-port") && contains(err, "value"),
