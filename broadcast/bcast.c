@@ -178,10 +178,50 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
     evtimer_add(p->release, &tv);
 }
 
-size_t dm_bcast_online(struct dm_bcast *b, const char *room, size_t len)
+int64_t dm_bcast_online(struct dm_bcast *b, const struct dm_room *r)
 {
-    struct dm_room *r = dm_rooms_find(b->rooms, room, len);
-    return r != NULL ? r->count : 0;
+    DM_UNUSED(b);
+    return r->online > (int64_t)r->count ? r->online : (int64_t)r->count;
+}
+
+/* ---- online pushes ---- */
+
+struct online_query {
+    struct dm_bcast *b;
+    char room[DM_ROOM_MAX + 1];
+};
+
+static void on_online(int64_t online, void *arg)
+{
+    struct online_query *q = arg;
+    struct dm_bcast *b = q->b;
+    struct dm_room *r = dm_rooms_find(b->rooms, q->room, strlen(q->room));
+    size_t len;
+
+    /* The room may have emptied while Redis answered. */
+    if (r != NULL) {
+        if (online >= 0)
+            r->online = online;
+        char *json = dm_msg_online(r->name, dm_bcast_online(b, r), &len);
+        struct dm_frame *f = dm_frame_new_text(json, len);
+        free(json);
+        struct dm_member *m, *next;
+        for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+            next = TAILQ_NEXT(m, room_link);
+            if (m->live)
+                dm_conn_send_frame(m->conn, f);
+        }
+        dm_frame_unref(f);
+    }
+    free(q);
+}
+
+static void query_room_online(struct dm_room *r, void *arg)
+{
+    struct online_query *q = dm_malloc(sizeof(*q));
+    q->b = arg;
+    memcpy(q->room, r->name, r->name_len + 1);
+    dm_membership_query_online(q->b->membership, q->room, on_online, q);
 }
 
 /* ---- node events ---- */
@@ -221,8 +261,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct dm_bcast *b = arg;
     DM_UNUSED(fd);
     DM_UNUSED(what);
+    int64_t now = dm_now_ms();
     if (b->verifier != NULL)
-        dm_conns_expire_tokens(b, dm_now_ms() / 1000);
+        dm_conns_expire_tokens(b, now / 1000);
+    if (b->cfg->online_interval_ms > 0 && now >= b->next_online_ms && !b->draining) {
+        b->next_online_ms = now + b->cfg->online_interval_ms;
+        /* A query may answer at once (Redis down), which only reads the
+         * table: collecting first keeps the walk safe anyway. */
+        dm_rooms_foreach(b->rooms, query_room_online, b);
+    }
 }
 
 static void on_close_drain(evutil_socket_t fd, short what, void *arg)

@@ -23,6 +23,7 @@ struct dm_jwt_verifier;
 struct dm_rooms;
 struct dm_conn;
 struct dm_member;
+struct dm_room;
 
 TAILQ_HEAD(dm_conn_list, dm_conn);
 
@@ -50,7 +51,8 @@ struct dm_bcast {
     struct dm_conn_list closing; /* waiting for on_close_drain to free them */
     struct event *close_drain;
     struct event *heartbeat;
-    struct event *tick; /* every second: token expiry, ... */
+    struct event *tick;     /* every second: token expiry, online pushes */
+    int64_t next_online_ms; /* when the next online pushes go out */
     uint64_t next_conn_id;
     bool draining; /* SIGTERM: no new connections */
 };
@@ -79,7 +81,8 @@ struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const 
  * grace period when it was the last local room there. */
 void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m);
 
-/* Local viewers of the room (0 when not here). */
-size_t dm_bcast_online(struct dm_bcast *b, const char *room, size_t len);
+/* The room's online count for viewers: the last count over all nodes from
+ * Redis, or the local one when that is unknown or smaller. */
+int64_t dm_bcast_online(struct dm_bcast *b, const struct dm_room *r);
 
 #endif

@@ -209,7 +209,7 @@ void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t offset)
 {
     size_t len;
     struct dm_room *r = m->room;
-    char *json = dm_msg_joined(r->name, 0, offset, false, (int64_t)r->count, &len);
+    char *json = dm_msg_joined(r->name, 0, offset, false, dm_bcast_online(c->b, r), &len);
     send_owned_json(c, json, len);
 }
 

@@ -11,6 +11,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/online.h"
 #include "common/redis.h"
 
 #define DM_MEMBERSHIP_MAGIC 0x6d656d62u
@@ -185,6 +186,12 @@ size_t dm_membership_withdraw(struct dm_membership *m)
     }
     m->nchanges = 0;
     return dm_redis_pending(m->redis);
+}
+
+void dm_membership_query_online(struct dm_membership *m, const char *room,
+                                void (*cb)(int64_t online, void *arg), void *arg)
+{
+    dm_online_query(m->redis, m->cfg->redis_prefix, room, m->cfg->membership_ttl_ms, cb, arg);
 }
 
 void dm_membership_free(struct dm_membership *m)

@@ -14,6 +14,7 @@
 #define DM_BROADCAST_MEMBERSHIP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct dm_config;
@@ -31,6 +32,11 @@ void dm_membership_free(struct dm_membership *m);
 /* The member count of room r changed; call it before r may be freed (its
  * last member leaving). The count written is the one at flush time. */
 void dm_membership_changed(struct dm_membership *m, struct dm_room *r);
+
+/* Asks Redis for room's online count over all live nodes (common/online.h);
+ * cb fires once with -1 when Redis does not answer in time. */
+void dm_membership_query_online(struct dm_membership *m, const char *room,
+                                void (*cb)(int64_t online, void *arg), void *arg);
 
 /* Draining: removes this node's heartbeat and shares from Redis (once;
  * later calls only report) and stops writing. Returns the number of Redis

@@ -82,6 +82,7 @@ struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const 
         memcpy(r->name, name, len);
         r->name_len = len;
         r->partition = dm_room_partition(name, len, t->partitions);
+        r->online = -1;
         TAILQ_INIT(&r->members);
         size_t b = bucket_of(t, name, len);
         r->next = t->buckets[b];

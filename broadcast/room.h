@@ -34,6 +34,7 @@ struct dm_room {
     int32_t partition;
     size_t count;          /* members, live or not */
     bool membership_dirty; /* count not yet written to Redis */
+    int64_t online;        /* last count over all nodes, from Redis; -1 unknown */
     struct dm_member_list members;
     struct dm_room *next; /* hash chain */
 };

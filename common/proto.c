@@ -331,6 +331,12 @@ char *dm_msg_error(const char *code, const char *message, size_t *len)
         len);
 }
 
+char *dm_msg_online(const char *room, int64_t count, size_t *len)
+{
+    return dump(
+        json_pack("{s:s,s:s,s:I}", "op", "online", "room", room, "count", (json_int_t)count), len);
+}
+
 static int get_opt_int(json_t *root, const char *name, bool *has, int64_t *out)
 {
     json_t *v = json_object_get(root, name);

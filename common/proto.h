@@ -73,6 +73,7 @@ char *dm_msg_joined(const char *room, int64_t epoch, int64_t offset, bool recove
                     size_t *len);
 char *dm_msg_pong(bool has_id, int64_t id, size_t *len);
 char *dm_msg_error(const char *code, const char *message, size_t *len);
+char *dm_msg_online(const char *room, int64_t count, size_t *len);
 
 /* A client message parsed from a text frame. */
 enum dm_client_op { DM_OP_JOIN, DM_OP_LEAVE, DM_OP_AUTH, DM_OP_PING };

@@ -213,15 +213,19 @@ class WSClient:
             n = struct.unpack("!Q", self._recv_exact(8))[0]
         return b0 & 0x0F, self._recv_exact(n)
 
-    def recv_json(self, timeout=10):
-        """Next text message as JSON, answering pings on the way."""
+    def recv_json(self, timeout=10, skip=("online",)):
+        """Next text message as JSON, answering pings on the way and passing
+        over the periodic ops in skip (online counts arrive any time)."""
         deadline = time.time() + timeout
         while True:
             op, payload = self.recv_frame(max(0.01, deadline - time.time()))
             if op == 0x9:
                 self.send_frame(0xA, payload)
             elif op == 0x1:
-                return json.loads(payload)
+                msg = json.loads(payload)
+                if msg.get("op") in skip:
+                    continue
+                return msg
             elif op == 0x8:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 raise ConnectionError(f"closed by server with {code}")

@@ -130,3 +130,25 @@ def test_paused_redis_never_holds_a_request():
             time.sleep(0.1)
     finally:
         ingest.assert_clean_exit()
+
+
+def test_viewers_are_pushed_the_online_count_over_all_nodes():
+    room = "pushed-" + uuid.uuid4().hex[:8]
+    one = start_broadcast("--online-interval-ms", "300")
+    two = start_broadcast("--online-interval-ms", "300")
+    try:
+        a = [viewer(one.port, room) for _ in range(2)]
+        b = [viewer(two.port, room) for _ in range(3)]
+        deadline = time.time() + 10
+        count = None
+        while count != 5:
+            assert time.time() < deadline, f"online count stayed {count}"
+            msg = a[0].recv_json(timeout=5, skip=())
+            if msg["op"] == "online":
+                assert msg["room"] == room
+                count = msg["count"]
+        for ws in a + b:
+            ws.close()
+    finally:
+        one.assert_clean_exit()
+        two.assert_clean_exit()
