@@ -31,6 +31,7 @@ INGEST_SRCS    := $(filter-out server/token_tool.c,$(wildcard server/*.c))
 TOKEN_SRCS     := server/token_tool.c
 BCAST_SRCS     := $(wildcard broadcast/*.c)
 MOCK_SRCS      := tests/tools/mock_kafka.c
+PRODUCE_SRCS   := tests/tools/produce.c
 LT_SRCS        := $(filter-out loadtest/main.c,$(wildcard loadtest/*.c))
 LT_MAIN        := $(wildcard loadtest/main.c)
 UNIT_SRCS      := $(wildcard tests/unit/test_*.c)
@@ -43,12 +44,13 @@ INGEST     := $(BUILD)/bin/danmaku-ingest
 TOKEN      := $(BUILD)/bin/danmaku-token
 BCAST      := $(BUILD)/bin/danmaku-broadcast
 MOCK       := $(BUILD)/bin/danmaku-mock-kafka
+PRODUCE    := $(BUILD)/bin/danmaku-test-produce
 LOADTEST   := $(if $(LT_MAIN),$(BUILD)/bin/danmaku-loadtest)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK) $(LOADTEST)
+BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK) $(PRODUCE) $(LOADTEST)
 
 ALL_OBJS := $(call obj,$(COMMON_SRCS) $(INGEST_SRCS) $(TOKEN_SRCS) $(BCAST_SRCS) $(MOCK_SRCS) \
-                       $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS))
+                       $(PRODUCE_SRCS) $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS))
 
 .PHONY: all bins unit test check run bench clean fmt fmt-check deps
 
@@ -88,6 +90,11 @@ $(TOKEN): $(call obj,$(TOKEN_SRCS)) $(LIBDM)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BCAST): $(call obj,$(BCAST_SRCS)) $(LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(PRODUCE): $(call obj,$(PRODUCE_SRCS)) $(LIBDM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -72,35 +72,13 @@ static void on_partition_reset(int32_t partition, void *arg)
         dm_consumer_acquire(b->consumer, partition);
 }
 
-static size_t on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
-                        const char *value, size_t len, void *arg)
+/* Queues f (taking the caller's reference) to every live member of r;
+ * returns how many. */
+static size_t fan_out(struct dm_room *r, struct dm_frame *f)
 {
-    struct dm_bcast *b = arg;
-    struct dm_room *r;
-    struct dm_member *m;
-
-    b->parts[partition].next_offset = offset + 1;
-    if (key == NULL || keylen == 0 || keylen > DM_ROOM_MAX)
-        return 0;
-    r = dm_rooms_find(b->rooms, key, keylen);
-    if (r == NULL)
-        return 0;
-    int type = dm_record_inspect(value, len, key, keylen);
-    if (type != DM_RECORD_COMMENT) {
-        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
-               (long long)offset, type);
-        return 0;
-    }
-
-    /* Encode once; every viewer's output references the same bytes. */
-    size_t cap = len + ENVELOPE_MAX;
-    char *payload = dm_malloc(cap);
-    size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
-    DM_ASSERT(n > 0);
-    struct dm_frame *f = dm_frame_new_text(payload, n);
-    free(payload);
-    struct dm_member *next;
+    struct dm_member *m, *next;
     size_t sent = 0;
+
     /* A send may close a slow viewer, which unlinks it from this room. */
     for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
         next = TAILQ_NEXT(m, room_link);
@@ -111,6 +89,82 @@ static size_t on_record(int32_t partition, int64_t offset, const char *key, size
     }
     dm_frame_unref(f);
     return sent;
+}
+
+/* Density control: whether a normal comment goes out to room r now. The
+ * bucket holds half a second of comments, so a burst passes and a
+ * sustained flood is thinned evenly instead of in whole seconds. */
+static bool admit(struct dm_bcast *b, struct dm_room *r)
+{
+    int64_t cap = b->cfg->density_cap;
+    if (cap <= 0)
+        return true;
+    int64_t now = dm_mono_us();
+    double burst = cap / 2.0 > 1.0 ? cap / 2.0 : 1.0;
+    if (r->refilled_us == 0)
+        r->tokens = burst;
+    else
+        r->tokens += (double)(now - r->refilled_us) * (double)cap / 1e6;
+    if (r->tokens > burst)
+        r->tokens = burst;
+    r->refilled_us = now;
+    if (r->tokens >= 1.0) {
+        r->tokens -= 1.0;
+        return true;
+    }
+    r->skipped++;
+    return false;
+}
+
+static void notify_skipped(struct dm_room *r, void *arg)
+{
+    size_t len;
+    DM_UNUSED(arg);
+    if (r->skipped == 0)
+        return;
+    char *json = dm_msg_skipped(r->name, r->skipped, &len);
+    r->skipped = 0;
+    fan_out(r, dm_frame_new_text(json, len));
+    free(json);
+}
+
+static size_t on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
+                        const char *value, size_t len, void *arg)
+{
+    struct dm_bcast *b = arg;
+    struct dm_room *r;
+
+    b->parts[partition].next_offset = offset + 1;
+    if (key == NULL || keylen == 0 || keylen > DM_ROOM_MAX)
+        return 0;
+    r = dm_rooms_find(b->rooms, key, keylen);
+    if (r == NULL)
+        return 0;
+    struct dm_record_info info;
+    int type = dm_record_read(value, len, key, keylen, &info);
+    if (type != DM_RECORD_COMMENT && type != DM_RECORD_RETRACT) {
+        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
+               (long long)offset, type);
+        return 0;
+    }
+    /* Moderation and priority lanes are never sampled. */
+    if (type == DM_RECORD_COMMENT && info.prio == 0 && !admit(b, r))
+        return 0;
+    if (type == DM_RECORD_RETRACT) {
+        char retract[96 + DM_ROOM_MAX + DM_ID_LEN];
+        size_t rn = dm_msg_retract(retract, sizeof(retract), r->name, offset, info.id);
+        DM_ASSERT(rn > 0);
+        return fan_out(r, dm_frame_new_text(retract, rn));
+    }
+
+    /* Encode once; every viewer's output references the same bytes. */
+    size_t cap = len + ENVELOPE_MAX;
+    char *payload = dm_malloc(cap);
+    size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
+    DM_ASSERT(n > 0);
+    struct dm_frame *f = dm_frame_new_text(payload, n);
+    free(payload);
+    return fan_out(r, f);
 }
 
 /* ---- membership ---- */
@@ -203,15 +257,8 @@ static void on_online(int64_t online, void *arg)
         if (online >= 0)
             r->online = online;
         char *json = dm_msg_online(r->name, dm_bcast_online(b, r), &len);
-        struct dm_frame *f = dm_frame_new_text(json, len);
+        fan_out(r, dm_frame_new_text(json, len));
         free(json);
-        struct dm_member *m, *next;
-        for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
-            next = TAILQ_NEXT(m, room_link);
-            if (m->live)
-                dm_conn_send_frame(m->conn, f);
-        }
-        dm_frame_unref(f);
     }
     free(q);
 }
@@ -262,6 +309,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     DM_UNUSED(fd);
     DM_UNUSED(what);
     int64_t now = dm_now_ms();
+    /* At most one `skipped` notice per room and second. */
+    dm_rooms_foreach(b->rooms, notify_skipped, NULL);
     if (b->verifier != NULL)
         dm_conns_expire_tokens(b, now / 1000);
     if (b->cfg->online_interval_ms > 0 && now >= b->next_online_ms && !b->draining) {

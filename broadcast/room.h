@@ -35,6 +35,12 @@ struct dm_room {
     size_t count;          /* members, live or not */
     bool membership_dirty; /* count not yet written to Redis */
     int64_t online;        /* last count over all nodes, from Redis; -1 unknown */
+    /* Density control: every viewer of a room gets the same stream, so
+     * sampling is decided once per room, with a token bucket refilled at
+     * density_cap per second. */
+    double tokens;
+    int64_t refilled_us;
+    uint64_t skipped; /* sampled out since the last `skipped` notice */
     struct dm_member_list members;
     struct dm_room *next; /* hash chain */
 };

@@ -53,6 +53,8 @@ DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
 
 /* Broadcast WebSocket */
 DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")
+DM_CONF(density_cap, INT, "500", 0, 1000000, B,
+        "comments per second one viewer gets from one room before sampling (0: no cap)")
 DM_CONF(online_interval_ms, INT, "5000", 0, 600000, B,
         "push each room's online count this often (0: never)")
 DM_CONF(max_connections, INT, "19000", 1, 10000000, B, "connections this node accepts")

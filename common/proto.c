@@ -244,11 +244,14 @@ void dm_comment_fini(struct dm_comment *c)
     c->text = NULL;
 }
 
-int dm_record_inspect(const char *value, size_t len, const char *room, size_t room_len)
+int dm_record_read(const char *value, size_t len, const char *room, size_t room_len,
+                   struct dm_record_info *info)
 {
-    json_t *root = json_loadb(value, len, 0, NULL), *r, *t;
+    json_t *root = json_loadb(value, len, 0, NULL), *r, *t, *v;
     int type = -1;
 
+    if (info != NULL)
+        memset(info, 0, sizeof(*info));
     if (root == NULL)
         return -1;
     r = json_object_get(root, "room");
@@ -262,9 +265,43 @@ int dm_record_inspect(const char *value, size_t len, const char *room, size_t ro
         type = DM_RECORD_RETRACT;
     else
         type = DM_RECORD_UNKNOWN;
+    if (info != NULL) {
+        info->type = (enum dm_record_type)type;
+        v = json_object_get(root, "prio");
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 9)
+            info->prio = (int)json_integer_value(v);
+        v = json_object_get(root, "id");
+        if (json_is_string(v) && json_string_length(v) <= DM_ID_LEN &&
+            strspn(json_string_value(v), "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "abcdefghijklmnopqrstuvwxyz-_") == json_string_length(v))
+            memcpy(info->id, json_string_value(v), json_string_length(v) + 1);
+        /* A retract without a well-formed id it retracts is of no use
+         * (and the id goes into viewer frames unescaped). */
+        if (type == DM_RECORD_RETRACT && info->id[0] == '\0')
+            type = -1;
+    }
 out:
     json_decref(root);
     return type;
+}
+
+int dm_record_inspect(const char *value, size_t len, const char *room, size_t room_len)
+{
+    return dm_record_read(value, len, room, room_len, NULL);
+}
+
+size_t dm_msg_retract(char *out, size_t outlen, const char *room, int64_t offset, const char *id)
+{
+    int n =
+        snprintf(out, outlen, "{\"op\":\"retract\",\"room\":\"%s\",\"offset\":%lld,\"id\":\"%s\"}",
+                 room, (long long)offset, id);
+    return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+}
+
+char *dm_msg_skipped(const char *room, uint64_t count, size_t *len)
+{
+    return dump(
+        json_pack("{s:s,s:s,s:I}", "op", "skipped", "room", room, "count", (json_int_t)count), len);
 }
 
 size_t dm_msg_danmaku(char *out, size_t outlen, const char *room, int64_t offset,

@@ -59,6 +59,27 @@ enum dm_record_type { DM_RECORD_COMMENT, DM_RECORD_RETRACT, DM_RECORD_UNKNOWN };
  * record key. Returns its type, or -1 when the record is not usable. */
 int dm_record_inspect(const char *value, size_t len, const char *room, size_t room_len);
 
+/* What fan-out needs to know of a record. */
+struct dm_record_info {
+    enum dm_record_type type;
+    int prio;               /* priority lane, 0 normal: never sampled when > 0 */
+    char id[DM_ID_LEN + 1]; /* the comment's id; for a retract, the id it retracts */
+};
+
+/* dm_record_inspect that also fills info (may be NULL). A retract record
+ * ({"type":"retract","room","id"}) without an id is not usable (-1). */
+int dm_record_read(const char *value, size_t len, const char *room, size_t room_len,
+                   struct dm_record_info *info);
+
+/* {"op":"retract","room":R,"offset":O,"id":ID} into out (NUL-terminated);
+ * the length, or 0 when out is too small. Room and id need no escaping
+ * (room pattern; ULID alphabet, checked by dm_record_read's length bound
+ * and the ingest that wrote it). */
+size_t dm_msg_retract(char *out, size_t outlen, const char *room, int64_t offset, const char *id);
+
+/* {"op":"skipped","room":R,"count":N}: comments sampled out by density control. */
+char *dm_msg_skipped(const char *room, uint64_t count, size_t *len);
+
 /* Builds the viewer frame payload {"op":"danmaku","room":R,"offset":O,"data":RECORD}
  * around an already-valid record without re-encoding it, NUL-terminated.
  * Returns the length written (without the NUL), or 0 when out is too small

@@ -686,8 +686,45 @@ static void test_error_messages_from_peer_input(void)
     free(json);
 }
 
+static void test_record_read_and_events(void)
+{
+    struct dm_record_info info;
+    static const char paid[] = "{\"id\":\"01ABC\",\"room\":\"r\",\"prio\":3,\"text\":\"x\"}";
+    static const char retract[] = "{\"type\":\"retract\",\"room\":\"r\",\"id\":\"01ABC\"}";
+    static const char bad_id[] = "{\"type\":\"retract\",\"room\":\"r\",\"id\":\"a\\\"b\"}";
+    static const char no_id[] = "{\"type\":\"retract\",\"room\":\"r\"}";
+    static const char big_prio[] = "{\"room\":\"r\",\"prio\":99}";
+    char out[256];
+    size_t len;
+
+    ok(dm_record_read(paid, strlen(paid), "r", 1, &info) == DM_RECORD_COMMENT && info.prio == 3 &&
+           strcmp(info.id, "01ABC") == 0,
+       "comment with its priority lane and id");
+    ok(dm_record_read(retract, strlen(retract), "r", 1, &info) == DM_RECORD_RETRACT &&
+           strcmp(info.id, "01ABC") == 0,
+       "retract with the id it retracts");
+    ok(dm_record_read(bad_id, strlen(bad_id), "r", 1, &info) == -1,
+       "a retract id that would need escaping is refused");
+    ok(dm_record_read(no_id, strlen(no_id), "r", 1, &info) == -1, "a retract without id refused");
+    ok(dm_record_read(big_prio, strlen(big_prio), "r", 1, &info) == DM_RECORD_COMMENT &&
+           info.prio == 0,
+       "an out-of-range prio is the normal lane");
+    len = dm_msg_retract(out, sizeof(out), "r", 42, "01ABC");
+    ok(len > 0 &&
+           strcmp(out, "{\"op\":\"retract\",\"room\":\"r\",\"offset\":42,\"id\":\"01ABC\"}") == 0,
+       "retract frame: %s", out);
+    ok(dm_msg_retract(out, 10, "r", 42, "01ABC") == 0, "retract frame: too small a buffer");
+    char *json = dm_msg_skipped("r", 7, &len);
+    ok(strcmp(json, "{\"op\":\"skipped\",\"room\":\"r\",\"count\":7}") == 0, "skipped: %s", json);
+    free(json);
+    json = dm_msg_online("r", 12, &len);
+    ok(strcmp(json, "{\"op\":\"online\",\"room\":\"r\",\"count\":12}") == 0, "online: %s", json);
+    free(json);
+}
+
 int main(void)
 {
+    subtest("records and viewer events", test_record_read_and_events);
     subtest("error messages quoting peer input", test_error_messages_from_peer_input);
     subtest("dm_comment_parse_request table", test_parse_request_table);
     subtest("dm_comment_parse_request fields", test_parse_request_fields);
