@@ -24,38 +24,92 @@
 
 /* ---- fan-out ---- */
 
-struct go_live {
-    struct dm_bcast *b;
-    int64_t offset;
-};
-
-static void activate_room(struct dm_room *r, void *arg)
+static void replay_frame(struct dm_frame *f, void *arg)
 {
-    struct go_live *g = arg;
-    struct dm_member *m;
-    TAILQ_FOREACH(m, &r->members, room_link) {
-        if (!m->live) {
-            m->live = true;
-            dm_conn_joined(m->conn, m, g->offset);
-        }
+    dm_conn_send_frame(arg, f);
+}
+
+/* The member's partition is positioned: decide between an exact resume and
+ * the live position, tell the viewer, and let it receive. */
+static void go_live(struct dm_bcast *b, struct dm_member *m)
+{
+    struct dm_room *r = m->room;
+    struct dm_conn *conn = m->conn;
+    struct dm_bpart *p = &b->parts[r->partition];
+    int64_t now = dm_now_ms(), after = m->resume_offset;
+    bool recovered = m->resume && m->resume_epoch == p->epoch && after < p->next_offset &&
+                     dm_room_window_covers(r, after, now, b->cfg->recovery_age_ms);
+
+    m->live = true;
+    m->resume = false;
+    /* Sending may close a viewer over its output bound, which frees m:
+     * from here on only conn (freed later) and r (rooms linger) are used. */
+    if (recovered) {
+        dm_conn_joined(conn, m, p->epoch, after, true);
+        dm_room_window_replay(r, after, replay_frame, conn);
+    } else {
+        dm_conn_joined(conn, m, p->epoch, p->next_offset - 1, false);
     }
 }
 
+static void activate_room(struct dm_room *r, void *arg)
+{
+    struct dm_bcast *b = arg;
+    struct dm_bpart *p = &b->parts[r->partition];
+    struct dm_member *m, *next;
+
+    /* A room that knew nothing of the stream is complete from here on. */
+    if (r->window_start == INT64_MAX)
+        dm_room_window_reset(r, p->next_offset);
+    for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+        next = TAILQ_NEXT(m, room_link);
+        if (!m->live)
+            go_live(b, m);
+    }
+}
+
+struct epoch_query {
+    struct dm_bcast *b;
+    int32_t partition;
+    int64_t next_offset;
+    unsigned generation;
+};
+
+static void on_epoch(int64_t epoch, void *arg)
+{
+    struct epoch_query *q = arg;
+    struct dm_bcast *b = q->b;
+    struct dm_bpart *p = &b->parts[q->partition];
+
+    /* Released (or reset) while Redis answered: a later acquire goes on. */
+    if (q->generation == p->generation) {
+        p->epoch = epoch > 0 ? epoch : 0;
+        p->ready = true;
+        p->next_offset = q->next_offset;
+        dm_rooms_foreach_in_partition(b->rooms, q->partition, activate_room, b);
+    }
+    free(q);
+}
+
+/* Positioned at next_offset: learn the stream's epoch, then go live. */
 static void on_partition_ready(int32_t partition, int64_t next_offset, void *arg)
 {
     struct dm_bcast *b = arg;
-    struct dm_bpart *p = &b->parts[partition];
-    struct go_live g = {b, next_offset - 1};
+    struct epoch_query *q = dm_malloc(sizeof(*q));
 
-    p->ready = true;
-    p->next_offset = next_offset;
-    dm_rooms_foreach_in_partition(b->rooms, partition, activate_room, &g);
+    q->b = b;
+    q->partition = partition;
+    q->next_offset = next_offset;
+    q->generation = b->parts[partition].generation;
+    dm_membership_epoch(b->membership, partition, on_epoch, q);
 }
 
 static void go_offline(struct dm_room *r, void *arg)
 {
     struct dm_member *m;
     DM_UNUSED(arg);
+    /* The stream broke: what the window held cannot be continued. */
+    dm_room_window_reset(r, INT64_MAX);
     TAILQ_FOREACH(m, &r->members, room_link)
         m->live = false;
 }
@@ -67,6 +121,7 @@ static void on_partition_reset(int32_t partition, void *arg)
 {
     struct dm_bcast *b = arg;
     b->parts[partition].ready = false;
+    b->parts[partition].generation++;
     dm_rooms_foreach_in_partition(b->rooms, partition, go_offline, NULL);
     if (b->parts[partition].rooms > 0)
         dm_consumer_acquire(b->consumer, partition);
@@ -147,48 +202,64 @@ static size_t on_record(int32_t partition, int64_t offset, const char *key, size
                (long long)offset, type);
         return 0;
     }
-    /* Moderation and priority lanes are never sampled. */
-    if (type == DM_RECORD_COMMENT && info.prio == 0 && !admit(b, r))
-        return 0;
+    struct dm_frame *f;
     if (type == DM_RECORD_RETRACT) {
         char retract[96 + DM_ROOM_MAX + DM_ID_LEN];
         size_t rn = dm_msg_retract(retract, sizeof(retract), r->name, offset, info.id);
         DM_ASSERT(rn > 0);
-        return fan_out(r, dm_frame_new_text(retract, rn));
+        f = dm_frame_new_text(retract, rn);
+    } else {
+        /* Encode once; every viewer's output references the same bytes. */
+        size_t cap = len + ENVELOPE_MAX;
+        char *payload = dm_malloc(cap);
+        size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
+        DM_ASSERT(n > 0);
+        f = dm_frame_new_text(payload, n);
+        free(payload);
     }
-
-    /* Encode once; every viewer's output references the same bytes. */
-    size_t cap = len + ENVELOPE_MAX;
-    char *payload = dm_malloc(cap);
-    size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
-    DM_ASSERT(n > 0);
-    struct dm_frame *f = dm_frame_new_text(payload, n);
-    free(payload);
+    /* The window keeps every record, sampled or not: a resuming viewer
+     * gets what it missed, and density control applies to the live flow. */
+    dm_room_window_append(r, offset, f, (uint32_t)b->cfg->recovery_window, dm_now_ms(),
+                          b->cfg->recovery_age_ms);
+    /* Moderation and priority lanes are never sampled. */
+    if (type == DM_RECORD_COMMENT && info.prio == 0 && !admit(b, r)) {
+        dm_frame_unref(f);
+        return 0;
+    }
     return fan_out(r, f);
 }
 
 /* ---- membership ---- */
 
 struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const char *room,
-                                size_t len)
+                                size_t len, bool resume, int64_t offset, int64_t epoch)
 {
-    bool created;
-    struct dm_member *m = dm_rooms_join(b->rooms, conn, room, len, &created);
+    bool was_empty;
+    struct dm_member *m = dm_rooms_join(b->rooms, conn, room, len, &was_empty);
     struct dm_bpart *p = &b->parts[m->room->partition];
 
+    m->resume = resume;
+    m->resume_offset = offset;
+    m->resume_epoch = epoch;
     dm_membership_changed(b->membership, m->room);
-    if (created) {
+    if (was_empty) {
         p->rooms++;
         if (p->release != NULL)
             event_del(p->release);
     }
+    return m;
+}
+
+void dm_bcast_start(struct dm_bcast *b, struct dm_member *m)
+{
+    struct dm_bpart *p = &b->parts[m->room->partition];
     if (p->ready) {
-        m->live = true;
-        dm_conn_joined(conn, m, p->next_offset - 1);
+        if (m->room->window_start == INT64_MAX)
+            dm_room_window_reset(m->room, p->next_offset);
+        go_live(b, m);
     } else {
         dm_consumer_acquire(b->consumer, m->room->partition);
     }
-    return m;
 }
 
 struct release_arg {
@@ -206,15 +277,19 @@ static void on_release_timer(evutil_socket_t fd, short what, void *arg)
     if (p->rooms == 0) {
         dm_consumer_release(ra->b->consumer, ra->partition);
         p->ready = false;
+        p->generation++;
+        /* Without the stream the lingering rooms' windows cannot stay
+         * complete. */
+        dm_rooms_drop_empty(ra->b->rooms, ra->partition, INT64_MAX);
     }
 }
 
 void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
 {
-    int32_t partition;
+    int32_t partition = m->room->partition;
 
     dm_membership_changed(b->membership, m->room);
-    if (!dm_rooms_leave(b->rooms, m, &partition))
+    if (!dm_rooms_leave(b->rooms, m, dm_now_ms()))
         return;
     struct dm_bpart *p = &b->parts[partition];
     DM_ASSERT(p->rooms > 0);
@@ -311,6 +386,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = dm_now_ms();
     /* At most one `skipped` notice per room and second. */
     dm_rooms_foreach(b->rooms, notify_skipped, NULL);
+    /* Empty rooms linger for resumes, not forever. */
+    dm_rooms_drop_empty(b->rooms, -1, now - b->cfg->recovery_age_ms);
     if (b->verifier != NULL)
         dm_conns_expire_tokens(b, now / 1000);
     if (b->cfg->online_interval_ms > 0 && now >= b->next_online_ms && !b->draining) {

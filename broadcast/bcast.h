@@ -33,6 +33,8 @@ struct dm_bpart {
     unsigned rooms;        /* local rooms hashing here */
     bool ready;            /* assigned and positioned: members can go live */
     int64_t next_offset;   /* every record from here on will be delivered */
+    int64_t epoch;         /* of the partition's stream (Redis); 0 when unknown */
+    unsigned generation;   /* bumped when released or reset: stale answers are ignored */
     struct event *release; /* grace timer after the last room left; lazily made */
 };
 
@@ -73,9 +75,18 @@ void dm_bcast_free(struct dm_bcast *b);
 
 /* Adds conn to room (the name is validated by the caller). The member goes
  * live, and conn is sent `joined`, as soon as the room's partition is
- * positioned: at once when it already is. */
+ * positioned: at once when it already is. With resume, the viewer asks for
+ * everything after offset of stream epoch: when this node's window of the
+ * room holds all of it, it is replayed (recovered:true), else the viewer
+ * starts at the live position (recovered:false) — never a silent gap. */
 struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const char *room,
-                                size_t len);
+                                size_t len, bool resume, int64_t offset, int64_t epoch);
+
+/* Starts the member added by dm_bcast_join once the caller has linked it
+ * into its connection: live at once when the partition is positioned
+ * (sending `joined` may close the connection, freeing m: the caller must
+ * not use m afterwards), or when it will be. */
+void dm_bcast_start(struct dm_bcast *b, struct dm_member *m);
 
 /* Removes the member (freed); the room's partition is released after the
  * grace period when it was the last local room there. */

@@ -205,11 +205,12 @@ static void send_error(struct dm_conn *c, const char *code, const char *message)
     send_owned_json(c, json, len);
 }
 
-void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t offset)
+void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t epoch, int64_t offset,
+                    bool recovered)
 {
     size_t len;
     struct dm_room *r = m->room;
-    char *json = dm_msg_joined(r->name, 0, offset, false, dm_bcast_online(c->b, r), &len);
+    char *json = dm_msg_joined(r->name, epoch, offset, recovered, dm_bcast_online(c->b, r), &len);
     send_owned_json(c, json, len);
 }
 
@@ -326,7 +327,8 @@ static bool may_watch(struct dm_conn *c, const char *room)
     return true;
 }
 
-static void join_room(struct dm_conn *c, const char *room)
+static void join_room(struct dm_conn *c, const char *room, bool resume, int64_t offset,
+                      int64_t epoch)
 {
     if (find_member(c, room) != NULL) {
         send_error(c, "already_joined", "this connection is in the room already");
@@ -338,9 +340,10 @@ static void join_room(struct dm_conn *c, const char *room)
     }
     if (!may_watch(c, room))
         return;
-    struct dm_member *m = dm_bcast_join(c->b, c, room, strlen(room));
+    struct dm_member *m = dm_bcast_join(c->b, c, room, strlen(room), resume, offset, epoch);
     LIST_INSERT_HEAD(&c->members, m, conn_link);
     c->nrooms++;
+    dm_bcast_start(c->b, m); /* may close c: nothing after this */
 }
 
 static void handle_message(struct dm_conn *c, const char *data, size_t len)
@@ -355,7 +358,7 @@ static void handle_message(struct dm_conn *c, const char *data, size_t len)
     }
     switch (m.op) {
     case DM_OP_JOIN:
-        join_room(c, m.room);
+        join_room(c, m.room, m.has_offset && m.has_epoch, m.offset, m.epoch);
         break;
     case DM_OP_LEAVE: {
         struct dm_member *mem = find_member(c, m.room);
@@ -609,7 +612,7 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
     char *hello = dm_msg_hello(c->b->node, cfg->heartbeat_ms, (int)cfg->max_rooms, &hlen);
     send_owned_json(c, hello, hlen);
     if (has_room)
-        join_room(c, room);
+        join_room(c, room, false, 0, 0);
 }
 
 /* ---- events ---- */

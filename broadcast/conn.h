@@ -3,6 +3,7 @@
 #ifndef DM_BROADCAST_CONN_H
 #define DM_BROADCAST_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,9 +43,10 @@ void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f);
 /* Encodes and queues one text message (copied). */
 void dm_conn_send_text(struct dm_conn *c, const char *json, size_t len);
 
-/* The member of c for the room that the node just positioned: c is told
- * `joined` with the offset from which it will receive every record. */
-void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t offset);
+/* Tells c `joined` for m's room: it will receive every record after offset
+ * of stream epoch (replayed first when recovered). */
+void dm_conn_joined(struct dm_conn *c, struct dm_member *m, int64_t epoch, int64_t offset,
+                    bool recovered);
 
 /* Starts closing: sends the close frame of the reason, leaves every room,
  * and frees the connection later (never inside this call). Idempotent. */

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#include <hiredis/hiredis.h>
 
 #include <event2/event.h>
 
@@ -192,6 +195,43 @@ void dm_membership_query_online(struct dm_membership *m, const char *room,
                                 void (*cb)(int64_t online, void *arg), void *arg)
 {
     dm_online_query(m->redis, m->cfg->redis_prefix, room, m->cfg->membership_ttl_ms, cb, arg);
+}
+
+struct epoch_query {
+    void (*cb)(int64_t epoch, void *arg);
+    void *arg;
+};
+
+static void on_epoch_reply(const struct redisReply *reply, void *arg)
+{
+    struct epoch_query *q = arg;
+    q->cb(reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1, q->arg);
+    free(q);
+}
+
+void dm_membership_epoch(struct dm_membership *m, int32_t partition,
+                         void (*cb)(int64_t epoch, void *arg), void *arg)
+{
+    static const char script[] =
+        "local e = redis.call('GET', KEYS[1]) "
+        "if not e then redis.call('SET', KEYS[1], ARGV[1]) e = ARGV[1] end "
+        "return tonumber(e)";
+    char key[KEY_MAX], fresh[32];
+    uint64_t r;
+    struct epoch_query *q = dm_malloc(sizeof(*q));
+
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint64_t)dm_mono_us();
+    /* 1..2^52: exact in JSON numbers everywhere, and never 0 (unknown). */
+    snprintf(fresh, sizeof(fresh), "%llu", (unsigned long long)(r % (UINT64_C(1) << 52) + 1));
+    snprintf(key, sizeof(key), "%sepoch:%s:%d", m->cfg->redis_prefix, m->cfg->kafka_topic,
+             (int)partition);
+    q->cb = cb;
+    q->arg = arg;
+    if (dm_redis_commandf(m->redis, on_epoch_reply, q, "EVAL %s 1 %s %s", script, key, fresh) < 0) {
+        free(q);
+        cb(-1, arg);
+    }
 }
 
 void dm_membership_free(struct dm_membership *m)

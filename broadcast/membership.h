@@ -38,6 +38,14 @@ void dm_membership_changed(struct dm_membership *m, struct dm_room *r);
 void dm_membership_query_online(struct dm_membership *m, const char *room,
                                 void (*cb)(int64_t online, void *arg), void *arg);
 
+/* The epoch of a partition's stream: created once in Redis (SET if absent)
+ * and shared by every node, so an (epoch, offset) from one node means the
+ * same on another. cb fires once with -1 when Redis does not answer. The
+ * keys (<prefix>epoch:<topic>:<partition>) are bounded by the partition
+ * count and carry no TTL: losing one only costs viewers a recovered:false. */
+void dm_membership_epoch(struct dm_membership *m, int32_t partition,
+                         void (*cb)(int64_t epoch, void *arg), void *arg);
+
 /* Draining: removes this node's heartbeat and shares from Redis (once;
  * later calls only report) and stops writing. Returns the number of Redis
  * commands still unanswered. */

@@ -29,6 +29,7 @@ void dm_rooms_free(struct dm_rooms *t)
 {
     if (t == NULL)
         return;
+    dm_rooms_drop_empty(t, -1, INT64_MAX);
     DM_ASSERT(t->count == 0);
     free(t->buckets);
     free(t);
@@ -68,13 +69,13 @@ static void grow(struct dm_rooms *t)
 }
 
 struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const char *name,
-                                size_t len, bool *created)
+                                size_t len, bool *was_empty)
 {
     struct dm_room *r = dm_rooms_find(t, name, len);
     struct dm_member *m;
 
     DM_ASSERT(len > 0 && len <= DM_ROOM_MAX);
-    *created = r == NULL;
+    *was_empty = r == NULL || r->count == 0;
     if (r == NULL) {
         if (t->count + 1 > t->nbuckets)
             grow(t);
@@ -83,6 +84,7 @@ struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const 
         r->name_len = len;
         r->partition = dm_room_partition(name, len, t->partitions);
         r->online = -1;
+        r->window_start = INT64_MAX;
         TAILQ_INIT(&r->members);
         size_t b = bucket_of(t, name, len);
         r->next = t->buckets[b];
@@ -97,24 +99,103 @@ struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const 
     return m;
 }
 
-bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int32_t *partition)
+bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int64_t now_ms)
 {
     struct dm_room *r = m->room;
+    DM_UNUSED(t);
 
     TAILQ_REMOVE(&r->members, m, room_link);
     r->count--;
     free(m);
     if (r->count > 0)
         return false;
-
-    struct dm_room **pp = &t->buckets[bucket_of(t, r->name, r->name_len)];
-    while (*pp != r)
-        pp = &(*pp)->next;
-    *pp = r->next;
-    t->count--;
-    *partition = r->partition;
-    free(r);
+    r->emptied_ms = now_ms;
     return true;
+}
+
+static void window_drop_oldest(struct dm_room *r)
+{
+    struct dm_window_entry *e = &r->win[r->win_head];
+    /* Everything up to this offset is forgotten: the window is complete
+     * only after it. */
+    r->window_start = e->offset + 1;
+    dm_frame_unref(e->frame);
+    r->win_head = (r->win_head + 1) % r->win_cap;
+    r->win_len--;
+}
+
+static void free_room(struct dm_room *r)
+{
+    while (r->win_len > 0)
+        window_drop_oldest(r);
+    free(r->win);
+    free(r);
+}
+
+size_t dm_rooms_drop_empty(struct dm_rooms *t, int32_t partition, int64_t older_than_ms)
+{
+    size_t dropped = 0;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct dm_room **pp = &t->buckets[i];
+        while (*pp != NULL) {
+            struct dm_room *r = *pp;
+            if (r->count == 0 && (partition < 0 || r->partition == partition) &&
+                r->emptied_ms < older_than_ms) {
+                *pp = r->next;
+                t->count--;
+                free_room(r);
+                dropped++;
+            } else {
+                pp = &r->next;
+            }
+        }
+    }
+    return dropped;
+}
+
+void dm_room_window_append(struct dm_room *r, int64_t offset, struct dm_frame *f, uint32_t cap,
+                           int64_t now_ms, int64_t max_age_ms)
+{
+    if (cap == 0)
+        return;
+    if (r->win == NULL) {
+        r->win = dm_calloc(cap, sizeof(*r->win));
+        r->win_cap = cap;
+    }
+    while (r->win_len > 0 && r->win[r->win_head].at_ms < now_ms - max_age_ms)
+        window_drop_oldest(r);
+    if (r->win_len == r->win_cap)
+        window_drop_oldest(r);
+    struct dm_window_entry *e = &r->win[(r->win_head + r->win_len) % r->win_cap];
+    e->offset = offset;
+    e->at_ms = now_ms;
+    e->frame = f;
+    dm_frame_ref(f);
+    r->win_len++;
+}
+
+void dm_room_window_reset(struct dm_room *r, int64_t start)
+{
+    while (r->win_len > 0)
+        window_drop_oldest(r);
+    r->window_start = start;
+}
+
+bool dm_room_window_covers(struct dm_room *r, int64_t after, int64_t now_ms, int64_t max_age_ms)
+{
+    while (r->win_len > 0 && r->win[r->win_head].at_ms < now_ms - max_age_ms)
+        window_drop_oldest(r);
+    return r->window_start != INT64_MAX && after + 1 >= r->window_start;
+}
+
+void dm_room_window_replay(const struct dm_room *r, int64_t after,
+                           void (*fn)(struct dm_frame *f, void *arg), void *arg)
+{
+    for (uint32_t i = 0; i < r->win_len; i++) {
+        const struct dm_window_entry *e = &r->win[(r->win_head + i) % r->win_cap];
+        if (e->offset > after)
+            fn(e->frame, arg);
+    }
 }
 
 size_t dm_rooms_count(const struct dm_rooms *t)

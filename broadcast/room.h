@@ -1,8 +1,11 @@
-/* Rooms and their members, and the shared frames fanned out to them.
+/* Rooms and their members, the recent-history window of each room, and the
+ * shared frames fanned out to them.
  *
- * A room exists while it has members. A member links one connection into
- * one room (a connection may be in several). Frames are encoded once and
- * referenced by every viewer's output buffer until written. */
+ * A room exists while it has members, and lingers empty for a while after
+ * the last one left, keeping its window, so a viewer that reconnects gets
+ * exactly what it missed. A member links one connection into one room (a
+ * connection may be in several). Frames are encoded once and referenced by
+ * every viewer's output buffer (and the window) until written. */
 #ifndef DM_BROADCAST_ROOM_H
 #define DM_BROADCAST_ROOM_H
 
@@ -21,7 +24,9 @@ struct dm_room;
 struct dm_member {
     struct dm_conn *conn;
     struct dm_room *room;
-    bool live; /* receives records; false until the partition is positioned */
+    bool live;   /* receives records; false until the partition is positioned */
+    bool resume; /* asked to resume after resume_offset of stream resume_epoch */
+    int64_t resume_offset, resume_epoch;
     TAILQ_ENTRY(dm_member) room_link;
     LIST_ENTRY(dm_member) conn_link;
 };
@@ -41,28 +46,67 @@ struct dm_room {
     double tokens;
     int64_t refilled_us;
     uint64_t skipped; /* sampled out since the last `skipped` notice */
+    /* Recent history: the room's last records with their offsets, bounded
+     * by count and age. Every record of the room with an offset at or after
+     * window_start is in it (or delivered live after it), which is what
+     * makes an exact resume possible. */
+    struct dm_window_entry *win; /* ring, allocated on the first record */
+    uint32_t win_cap, win_head, win_len;
+    int64_t window_start; /* INT64_MAX: nothing known yet */
+    int64_t emptied_ms;   /* when the last member left (lingering rooms) */
     struct dm_member_list members;
     struct dm_room *next; /* hash chain */
+};
+
+struct dm_frame;
+
+struct dm_window_entry {
+    int64_t offset;
+    int64_t at_ms; /* arrival, for the age bound */
+    struct dm_frame *frame;
 };
 
 /* The room table of one event loop. */
 struct dm_rooms;
 
 struct dm_rooms *dm_rooms_new(int32_t partitions);
-/* Frees the table; all rooms must have been left. NULL is a no-op. */
+/* Frees the table and every (empty) room left in it; all members must have
+ * left. NULL is a no-op. */
 void dm_rooms_free(struct dm_rooms *t);
 
 /* The room named name, or NULL. */
 struct dm_room *dm_rooms_find(struct dm_rooms *t, const char *name, size_t len);
 
-/* Adds conn (borrowed) to the room, creating the room when needed; *created
- * tells whether it was. The member starts not live. Never fails. */
+/* Adds conn (borrowed) to the room, creating the room when needed;
+ * *was_empty tells whether the room had no member before (new or
+ * lingering). The member starts not live. Never fails. */
 struct dm_member *dm_rooms_join(struct dm_rooms *t, struct dm_conn *conn, const char *name,
-                                size_t len, bool *created);
+                                size_t len, bool *was_empty);
 
-/* Removes and frees the member. Returns true when that emptied (and freed)
- * its room; *partition then holds the room's partition. */
-bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int32_t *partition);
+/* Removes and frees the member. Returns true when that emptied its room,
+ * which lingers (with its window) until dropped. */
+bool dm_rooms_leave(struct dm_rooms *t, struct dm_member *m, int64_t now_ms);
+
+/* Frees the empty rooms of partition (all of them when partition < 0)
+ * that have been empty since before older_than_ms (INT64_MAX: all).
+ * Returns how many. */
+size_t dm_rooms_drop_empty(struct dm_rooms *t, int32_t partition, int64_t older_than_ms);
+
+/* Appends a record's frame (referenced) to r's window, evicting by count
+ * (cap) and age (max_age_ms). */
+void dm_room_window_append(struct dm_room *r, int64_t offset, struct dm_frame *f, uint32_t cap,
+                           int64_t now_ms, int64_t max_age_ms);
+
+/* Forgets the window; from now on it is complete from offset start on. */
+void dm_room_window_reset(struct dm_room *r, int64_t start);
+
+/* Whether every record of r after offset `after` is in the window or still
+ * to come (after ages out entries older than max_age_ms). */
+bool dm_room_window_covers(struct dm_room *r, int64_t after, int64_t now_ms, int64_t max_age_ms);
+
+/* Calls fn, in offset order, for each windowed frame with offset > after. */
+void dm_room_window_replay(const struct dm_room *r, int64_t after,
+                           void (*fn)(struct dm_frame *f, void *arg), void *arg);
 
 /* Rooms currently held. */
 size_t dm_rooms_count(const struct dm_rooms *t);

@@ -53,6 +53,10 @@ DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
 
 /* Broadcast WebSocket */
 DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")
+DM_CONF(recovery_window, INT, "500", 0, 100000, B,
+        "recent comments kept per room for exact resume (0: no resume)")
+DM_CONF(recovery_age_ms, INT, "600000", 1000, 86400000, B,
+        "oldest comment kept for resume; a room lingers this long at most once empty")
 DM_CONF(density_cap, INT, "500", 0, 1000000, B,
         "comments per second one viewer gets from one room before sampling (0: no cap)")
 DM_CONF(online_interval_ms, INT, "5000", 0, 600000, B,
