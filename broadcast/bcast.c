@@ -16,6 +16,7 @@
 #include "common/jwt.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/net.h"
 #include "common/proto.h"
 
@@ -120,6 +121,7 @@ static void go_offline(struct dm_room *r, void *arg)
 static void on_partition_reset(int32_t partition, void *arg)
 {
     struct dm_bcast *b = arg;
+    dm_metrics_inc(b->m, DM_M_KAFKA_PARTITION_RESETS, 1);
     b->parts[partition].ready = false;
     b->parts[partition].generation++;
     dm_rooms_foreach_in_partition(b->rooms, partition, go_offline, NULL);
@@ -183,12 +185,13 @@ static void notify_skipped(struct dm_room *r, void *arg)
     free(json);
 }
 
-static size_t on_record(int32_t partition, int64_t offset, const char *key, size_t keylen,
-                        const char *value, size_t len, void *arg)
+static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const char *key,
+                        size_t keylen, const char *value, size_t len, void *arg)
 {
     struct dm_bcast *b = arg;
     struct dm_room *r;
 
+    dm_metrics_inc(b->m, DM_M_KAFKA_RECORDS, 1);
     b->parts[partition].next_offset = offset + 1;
     if (key == NULL || keylen == 0 || keylen > DM_ROOM_MAX)
         return 0;
@@ -200,6 +203,7 @@ static size_t on_record(int32_t partition, int64_t offset, const char *key, size
     if (type != DM_RECORD_COMMENT && type != DM_RECORD_RETRACT) {
         DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
                (long long)offset, type);
+        dm_metrics_inc(b->m, DM_M_KAFKA_RECORDS_SKIPPED, 1);
         return 0;
     }
     struct dm_frame *f;
@@ -223,10 +227,19 @@ static size_t on_record(int32_t partition, int64_t offset, const char *key, size
                           b->cfg->recovery_age_ms);
     /* Moderation and priority lanes are never sampled. */
     if (type == DM_RECORD_COMMENT && info.prio == 0 && !admit(b, r)) {
+        dm_metrics_inc(b->m, DM_M_DENSITY_SKIPPED, 1);
         dm_frame_unref(f);
         return 0;
     }
-    return fan_out(r, f);
+    size_t bytes = f->len;
+    size_t sent = fan_out(r, f);
+    dm_metrics_inc(b->m, DM_M_DELIVERIES, sent);
+    dm_metrics_inc(b->m, DM_M_DELIVERY_BYTES, sent * bytes);
+    /* From the record's Kafka timestamp (the producer's clock) to queued
+     * for every viewer. */
+    if (ts_ms > 0 && sent > 0)
+        dm_metrics_observe(b->m, DM_M_FANOUT_LATENCY, (dm_now_ms() - ts_ms) * 1000);
+    return sent;
 }
 
 /* ---- membership ---- */
@@ -238,6 +251,7 @@ struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const 
     struct dm_member *m = dm_rooms_join(b->rooms, conn, room, len, &was_empty);
     struct dm_bpart *p = &b->parts[m->room->partition];
 
+    dm_metrics_inc(b->m, DM_M_JOINS, 1);
     m->resume = resume;
     m->resume_offset = offset;
     m->resume_epoch = epoch;
@@ -288,6 +302,7 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
 {
     int32_t partition = m->room->partition;
 
+    dm_metrics_inc(b->m, DM_M_LEAVES, 1);
     dm_membership_changed(b->membership, m->room);
     if (!dm_rooms_leave(b->rooms, m, dm_now_ms()))
         return;
@@ -357,9 +372,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     DM_UNUSED(socklen);
 
     if (b->draining || b->nconns >= (size_t)b->cfg->max_connections) {
+        dm_metrics_inc(b->m, DM_M_CONNECTIONS_REFUSED, 1);
         evutil_closesocket(fd);
         return;
     }
+    dm_metrics_inc(b->m, DM_M_CONNECTIONS_ACCEPTED, 1);
     dm_conn_accept(b, fd);
 }
 
@@ -378,12 +395,43 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     dm_conns_ping_all(arg);
 }
 
+/* Gauges that are cheaper to read once a second than to track. */
+static void update_gauges(struct dm_bcast *b)
+{
+    int64_t assigned = 0, lag = 0;
+    for (int64_t i = 0; i < b->cfg->kafka_partitions; i++) {
+        if (!b->parts[i].ready)
+            continue;
+        assigned++;
+        int64_t high = dm_consumer_high_watermark(b->consumer, (int32_t)i);
+        if (high > b->parts[i].next_offset)
+            lag += high - b->parts[i].next_offset;
+    }
+    dm_metrics_gauge_set(b->m, DM_M_KAFKA_PARTITIONS_ASSIGNED, assigned);
+    dm_metrics_gauge_set(b->m, DM_M_KAFKA_CONSUMER_LAG, lag);
+    dm_metrics_gauge_set(b->m, DM_M_CONNECTIONS, (int64_t)b->nconns);
+    dm_metrics_gauge_set(b->m, DM_M_ROOMS, (int64_t)dm_rooms_count(b->rooms));
+    unsigned long redis_errors = dm_membership_redis_errors(b->membership);
+    dm_metrics_inc(b->m, DM_M_REDIS_ERRORS, redis_errors - b->redis_errors_seen);
+    b->redis_errors_seen = redis_errors;
+    unsigned long consumer_errors = dm_consumer_errors(b->consumer);
+    dm_metrics_inc(b->m, DM_M_KAFKA_CONSUMER_ERRORS, consumer_errors - b->consumer_errors_seen);
+    b->consumer_errors_seen = consumer_errors;
+}
+
+char *dm_bcast_metrics(struct dm_bcast *b, size_t *len)
+{
+    update_gauges(b);
+    return dm_metrics_render(b->metrics, len);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct dm_bcast *b = arg;
     DM_UNUSED(fd);
     DM_UNUSED(what);
     int64_t now = dm_now_ms();
+    update_gauges(b);
     /* At most one `skipped` notice per room and second. */
     dm_rooms_foreach(b->rooms, notify_skipped, NULL);
     /* Empty rooms linger for resumes, not forever. */
@@ -419,6 +467,8 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     TAILQ_INIT(&b->conns);
     TAILQ_INIT(&b->closing);
     b->rooms = dm_rooms_new((int32_t)cfg->kafka_partitions);
+    b->metrics = dm_metrics_new(DM_METRICS_B);
+    b->m = dm_metrics_shard_new(b->metrics);
     b->parts = dm_calloc((size_t)cfg->kafka_partitions, sizeof(*b->parts));
     b->close_drain = event_new(base, -1, 0, on_close_drain, b);
     b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
@@ -488,6 +538,7 @@ void dm_bcast_free(struct dm_bcast *b)
     dm_consumer_free(b->consumer);
     dm_membership_free(b->membership);
     dm_jwt_verifier_free(b->verifier);
+    dm_metrics_free(b->metrics);
     for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {
         if (b->parts[i].release != NULL) {
             free(event_get_callback_arg(b->parts[i].release));

@@ -20,6 +20,8 @@ struct dm_config;
 struct dm_consumer;
 struct dm_membership;
 struct dm_jwt_verifier;
+struct dm_metrics;
+struct dm_metrics_shard;
 struct dm_rooms;
 struct dm_conn;
 struct dm_member;
@@ -46,6 +48,10 @@ struct dm_bcast {
     struct dm_consumer *consumer;
     struct dm_membership *membership;
     struct dm_jwt_verifier *verifier; /* NULL when no key is configured */
+    struct dm_metrics *metrics;
+    struct dm_metrics_shard *m;      /* this loop's shard */
+    unsigned long redis_errors_seen; /* last error totals already counted */
+    unsigned long consumer_errors_seen;
     struct dm_rooms *rooms;
     struct dm_bpart *parts;    /* cfg->kafka_partitions entries */
     struct dm_conn_list conns; /* open and closing connections */
@@ -63,6 +69,9 @@ struct dm_bcast {
  * NULL with err on a startup error. */
 struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
                               const char *node, char err[DM_ERRLEN]);
+
+/* The Prometheus text of /metrics; caller frees. */
+char *dm_bcast_metrics(struct dm_bcast *b, size_t *len);
 
 /* Graceful stop: stop accepting, tell every viewer to reconnect (close
  * 1012), then withdraw this node from Redis. Returns how much is still

@@ -16,6 +16,7 @@
 #include "common/hash.h"
 #include "common/jwt.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proto.h"
 #include "common/ws.h"
 
@@ -44,22 +45,26 @@ struct dm_conn {
 
 static const struct {
     const char *name;
-    uint16_t ws_code; /* 0: no close frame */
-    bool flush;       /* send what is pending before closing the socket */
+    uint16_t ws_code;      /* 0: no close frame */
+    bool flush;            /* send what is pending before closing the socket */
+    enum dm_metric metric; /* danmaku_ws_closed_total{reason} */
 } close_reasons[] = {
-    [DM_CLOSE_EOF] = {"eof", 0, false},
-    [DM_CLOSE_SOCKET_ERROR] = {"socket_error", 0, false},
-    [DM_CLOSE_HANDSHAKE_TIMEOUT] = {"handshake_timeout", 0, false},
-    [DM_CLOSE_HTTP_DONE] = {"http_done", 0, true},
-    [DM_CLOSE_IDLE] = {"idle_timeout", DM_WS_CLOSE_GOING_AWAY, true},
-    [DM_CLOSE_PEER_CLOSE] = {"peer_close", DM_WS_CLOSE_NORMAL, true},
-    [DM_CLOSE_PROTOCOL] = {"protocol_error", DM_WS_CLOSE_PROTOCOL, true},
-    [DM_CLOSE_UNSUPPORTED] = {"unsupported_data", 1003, true},
-    [DM_CLOSE_BAD_DATA] = {"invalid_utf8", DM_WS_CLOSE_BAD_DATA, true},
-    [DM_CLOSE_TOO_BIG] = {"too_big", DM_WS_CLOSE_TOO_BIG, true},
-    [DM_CLOSE_SLOW_CONSUMER] = {"slow_consumer", DM_WS_CLOSE_SLOW_CONSUMER, true},
-    [DM_CLOSE_SHUTDOWN] = {"shutdown", DM_WS_CLOSE_RESTART, true},
-    [DM_CLOSE_POLICY] = {"policy", DM_WS_CLOSE_POLICY, true},
+    [DM_CLOSE_EOF] = {"eof", 0, false, DM_M_WS_CLOSED_EOF},
+    [DM_CLOSE_SOCKET_ERROR] = {"socket_error", 0, false, DM_M_WS_CLOSED_SOCKET_ERROR},
+    [DM_CLOSE_HANDSHAKE_TIMEOUT] = {"handshake_timeout", 0, false,
+                                    DM_M_WS_CLOSED_HANDSHAKE_TIMEOUT},
+    [DM_CLOSE_HTTP_DONE] = {"http_done", 0, true, DM_M_WS_CLOSED_HTTP_DONE},
+    [DM_CLOSE_IDLE] = {"idle_timeout", DM_WS_CLOSE_GOING_AWAY, true, DM_M_WS_CLOSED_IDLE_TIMEOUT},
+    [DM_CLOSE_PEER_CLOSE] = {"peer_close", DM_WS_CLOSE_NORMAL, true, DM_M_WS_CLOSED_PEER_CLOSE},
+    [DM_CLOSE_PROTOCOL] = {"protocol_error", DM_WS_CLOSE_PROTOCOL, true,
+                           DM_M_WS_CLOSED_PROTOCOL_ERROR},
+    [DM_CLOSE_UNSUPPORTED] = {"unsupported_data", 1003, true, DM_M_WS_CLOSED_UNSUPPORTED_DATA},
+    [DM_CLOSE_BAD_DATA] = {"invalid_utf8", DM_WS_CLOSE_BAD_DATA, true, DM_M_WS_CLOSED_INVALID_UTF8},
+    [DM_CLOSE_TOO_BIG] = {"too_big", DM_WS_CLOSE_TOO_BIG, true, DM_M_WS_CLOSED_TOO_BIG},
+    [DM_CLOSE_SLOW_CONSUMER] = {"slow_consumer", DM_WS_CLOSE_SLOW_CONSUMER, true,
+                                DM_M_WS_CLOSED_SLOW_CONSUMER},
+    [DM_CLOSE_SHUTDOWN] = {"shutdown", DM_WS_CLOSE_RESTART, true, DM_M_WS_CLOSED_SHUTDOWN},
+    [DM_CLOSE_POLICY] = {"policy", DM_WS_CLOSE_POLICY, true, DM_M_WS_CLOSED_POLICY},
 };
 
 static void on_client_read(struct bufferevent *bev, void *arg);
@@ -251,6 +256,7 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
         return;
     DM_LOG(DM_LOG_DEBUG, "msg=\"close\" conn=%llu reason=%s", (unsigned long long)c->id,
            close_reasons[reason].name);
+    dm_metrics_inc(c->b->m, close_reasons[reason].metric, 1);
     out = bufferevent_get_output(c->bev);
     /* A slow consumer's pending frames stay: dropping them could cut a
      * frame already half written. Its close frame goes after them, and the
@@ -512,9 +518,14 @@ static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
     static const char ok[] = "{\"status\":\"ok\"}";
     static const char not_found[] = "{\"error\":\"not_found\",\"message\":\"no such resource\"}";
 
-    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0) {
         send_http(c, 200, "OK", "application/json", ok, sizeof(ok) - 1);
-    else if (strcmp(req->path, "/") == 0)
+    } else if (strcmp(req->path, "/metrics") == 0) {
+        size_t len;
+        char *text = dm_bcast_metrics(c->b, &len);
+        send_http(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+    } else if (strcmp(req->path, "/") == 0)
         send_http(c, 200, "OK", "text/html; charset=utf-8", dm_demo_page, dm_demo_page_len);
     else
         send_http(c, 404, "Not Found", "application/json", not_found, sizeof(not_found) - 1);
@@ -545,6 +556,7 @@ static bool origin_allowed(const char *allowed, const char *origin)
 
 static void refuse(struct dm_conn *c, int status, const char *reason)
 {
+    dm_metrics_inc(c->b->m, DM_M_HANDSHAKE_FAILURES, 1);
     char buf[512];
     int n = dm_ws_reject_response(buf, sizeof(buf), status, reason);
     if (n > 0)

@@ -56,6 +56,7 @@ struct dm_consumer {
     struct part *parts;
 
     struct dm_kafka_waker *waker; /* records are waiting */
+    unsigned long errors;         /* consumer errors reported */
     struct event *more;           /* the next round after a budget was spent */
 
     /* Finished lookups, handed from their threads to the loop. */
@@ -92,8 +93,9 @@ static void drain_queue(struct dm_consumer *c)
                     m->partition >= 0 && m->partition < c->npart ? &c->parts[m->partition] : NULL;
                 /* Records of a partition released meanwhile are dropped. */
                 if (p != NULL && p->state == P_ASSIGNED)
-                    work += 1 + c->on_record(m->partition, m->offset, m->key, m->key_len,
-                                             m->payload, m->len, c->arg);
+                    work += 1 + c->on_record(m->partition, m->offset,
+                                             rd_kafka_message_timestamp(m, NULL), m->key,
+                                             m->key_len, m->payload, m->len, c->arg);
             } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->partition >= 0 &&
                        m->partition < c->npart && c->parts[m->partition].state == P_ASSIGNED) {
                 DM_LOG(DM_LOG_WARN, "msg=\"partition position lost\" partition=%d err=\"%s\"",
@@ -102,6 +104,7 @@ static void drain_queue(struct dm_consumer *c)
                 dm_consumer_release(c, partition);
                 c->on_reset(partition, c->arg);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                c->errors++;
                 DM_LOG(DM_LOG_WARN, "msg=\"kafka consumer error\" partition=%d err=\"%s\"",
                        m->partition, rd_kafka_message_errstr(m));
             }
@@ -340,6 +343,20 @@ void dm_consumer_acquire(struct dm_consumer *c, int32_t partition)
         return;
     p->state = P_LOOKUP;
     start_lookup(c, partition);
+}
+
+unsigned long dm_consumer_errors(const struct dm_consumer *c)
+{
+    return c->errors;
+}
+
+int64_t dm_consumer_high_watermark(struct dm_consumer *c, int32_t partition)
+{
+    int64_t low, high;
+    if (rd_kafka_get_watermark_offsets(c->rk, c->cfg->kafka_topic, partition, &low, &high) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return high;
 }
 
 void dm_consumer_release(struct dm_consumer *c, int32_t partition)

@@ -21,8 +21,9 @@ struct dm_consumer;
  * buffers are valid during the call only. Returns the work it caused (the
  * deliveries it queued): the consumer hands the loop back to the sockets
  * once a round's work passes a budget, so fan-out never starves writes. */
-typedef size_t (*dm_consumer_record_cb)(int32_t partition, int64_t offset, const char *key,
-                                        size_t keylen, const char *value, size_t len, void *arg);
+typedef size_t (*dm_consumer_record_cb)(int32_t partition, int64_t offset, int64_t ts_ms,
+                                        const char *key, size_t keylen, const char *value,
+                                        size_t len, void *arg);
 
 /* The partition asked for with dm_consumer_acquire is assigned; the next
  * record delivered for it has offset >= next_offset, and every record from
@@ -48,6 +49,13 @@ void dm_consumer_free(struct dm_consumer *c);
 /* Starts reading partition from its log end; on_ready fires once positioned
  * (retrying lookups until the broker answers). No-op if already acquired. */
 void dm_consumer_acquire(struct dm_consumer *c, int32_t partition);
+
+/* Consumer errors reported so far (for the metrics). */
+unsigned long dm_consumer_errors(const struct dm_consumer *c);
+
+/* The partition's log end as last reported by the broker (cached, no
+ * request), or -1 when unknown: for the lag gauge. */
+int64_t dm_consumer_high_watermark(struct dm_consumer *c, int32_t partition);
 
 /* Stops reading partition. A pending acquire is abandoned (on_ready will
  * not fire for it). No-op if not acquired. */

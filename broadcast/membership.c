@@ -234,6 +234,11 @@ void dm_membership_epoch(struct dm_membership *m, int32_t partition,
     }
 }
 
+unsigned long dm_membership_redis_errors(const struct dm_membership *m)
+{
+    return dm_redis_errors(m->redis);
+}
+
 void dm_membership_free(struct dm_membership *m)
 {
     if (m == NULL)

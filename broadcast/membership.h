@@ -46,6 +46,9 @@ void dm_membership_query_online(struct dm_membership *m, const char *room,
 void dm_membership_epoch(struct dm_membership *m, int32_t partition,
                          void (*cb)(int64_t epoch, void *arg), void *arg);
 
+/* Redis commands that failed so far (for the metrics). */
+unsigned long dm_membership_redis_errors(const struct dm_membership *m);
+
 /* Draining: removes this node's heartbeat and shares from Redis (once;
  * later calls only report) and stops writing. Returns the number of Redis
  * commands still unanswered. */

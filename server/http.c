@@ -17,6 +17,7 @@
 #include "common/hash.h"
 #include "common/jwt.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/net.h"
 #include "common/proto.h"
 #include "server/ingest.h"
@@ -34,13 +35,15 @@ struct dm_http {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     bool draining;
-    size_t pending; /* requests waiting for Kafka or Redis */
+    size_t pending;       /* requests waiting for Kafka or Redis */
+    int64_t answering_us; /* start of the request being answered (for its latency) */
 };
 
 /* A request waiting for its delivery report. */
 struct pending {
     struct dm_ingest *in;
     struct evhttp_request *req;
+    int64_t start_us;
     char id[DM_ID_LEN + 1];
     char room[DM_ROOM_MAX + 1];
     int64_t ts;
@@ -71,9 +74,18 @@ static void add_cors(struct dm_http *h, struct evhttp_request *req)
     evhttp_add_header(out, "Vary", "Origin");
 }
 
-static void send_json(struct evhttp_request *req, int status, const char *status_text,
-                      const char *body, size_t len)
+/* Every answer goes out here (or through count_answer), so every status is
+ * counted and timed. */
+static void count_answer(struct dm_ingest *in, int status)
 {
+    dm_metrics_inc(in->m, dm_metrics_http_status(status), 1);
+    dm_metrics_observe(in->m, DM_M_HTTP_REQUEST_LATENCY, dm_mono_us() - in->http->answering_us);
+}
+
+static void send_json(struct dm_ingest *in, struct evhttp_request *req, int status,
+                      const char *status_text, const char *body, size_t len)
+{
+    count_answer(in, status);
     struct evbuffer *buf = evbuffer_new();
     DM_AN(buf);
     evbuffer_add(buf, body, len);
@@ -82,12 +94,12 @@ static void send_json(struct evhttp_request *req, int status, const char *status
     evbuffer_free(buf);
 }
 
-static void send_error(struct evhttp_request *req, int status, const char *status_text,
-                       const char *code, const char *message)
+static void send_error(struct dm_ingest *in, struct evhttp_request *req, int status,
+                       const char *status_text, const char *code, const char *message)
 {
     size_t len;
     char *body = dm_msg_http_error(code, message, &len);
-    send_json(req, status, status_text, body, len);
+    send_json(in, req, status, status_text, body, len);
     free(body);
 }
 
@@ -96,7 +108,7 @@ static void send_unavailable(struct dm_ingest *in, struct evhttp_request *req, c
     char retry[16];
     snprintf(retry, sizeof(retry), "%lld", (long long)in->cfg->retry_after_s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", retry);
-    send_error(req, 503, "Service Unavailable", "unavailable", msg);
+    send_error(in, req, 503, "Service Unavailable", "unavailable", msg);
 }
 
 static void on_delivered(const char *err, int32_t partition, int64_t offset, void *arg)
@@ -105,11 +117,12 @@ static void on_delivered(const char *err, int32_t partition, int64_t offset, voi
     size_t len;
 
     p->in->http->pending--;
+    p->in->http->answering_us = p->start_us;
     if (err != NULL) {
         send_unavailable(p->in, p->req, "Kafka did not acknowledge the comment; retry later");
     } else {
         char *body = dm_msg_accepted(p->id, p->room, partition, offset, p->ts, &len);
-        send_json(p->req, 201, "Created", body, len);
+        send_json(p->in, p->req, 201, "Created", body, len);
         free(body);
     }
     free(p);
@@ -132,7 +145,7 @@ static int authenticate(struct dm_ingest *in, struct evhttp_request *req,
     DM_LOG(DM_LOG_DEBUG, "msg=\"token rejected\" reason=%s", reason);
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                       "Bearer error=\"invalid_token\"");
-    send_error(req, 401, "Unauthorized", "unauthorized", reason);
+    send_error(in, req, 401, "Unauthorized", "unauthorized", reason);
     return -1;
 }
 
@@ -149,22 +162,22 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
     if (authenticate(in, req, &claims) < 0)
         return;
     if (!dm_jwt_claims_allow_room(&claims, room)) {
-        send_error(req, 403, "Forbidden", "forbidden", "the token does not allow this room");
+        send_error(in, req, 403, "Forbidden", "forbidden", "the token does not allow this room");
         goto out_claims;
     }
     if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
         (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
-        send_error(req, 415, "Unsupported Media Type", "unsupported_media_type",
+        send_error(in, req, 415, "Unsupported Media Type", "unsupported_media_type",
                    "Content-Type must be application/json");
         goto out_claims;
     }
     if (blen > (size_t)in->cfg->max_body) {
-        send_error(req, 413, "Payload Too Large", "too_large", "request body is too large");
+        send_error(in, req, 413, "Payload Too Large", "too_large", "request body is too large");
         goto out_claims;
     }
     if (dm_comment_parse_request((const char *)evbuffer_pullup(body, -1), blen,
                                  (size_t)in->cfg->max_text_chars, &c, msg) < 0) {
-        send_error(req, 400, "Bad Request", "invalid_body", msg);
+        send_error(in, req, 400, "Bad Request", "invalid_body", msg);
         goto out_claims;
     }
 
@@ -181,6 +194,7 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
     struct pending *p = dm_calloc(1, sizeof(*p));
     p->in = in;
     p->req = req;
+    p->start_us = h->answering_us;
     memcpy(p->id, c.id, sizeof(p->id));
     memcpy(p->room, c.room, sizeof(p->room));
     p->ts = c.ts;
@@ -200,6 +214,7 @@ out_claims:
 struct room_query {
     struct dm_ingest *in;
     struct evhttp_request *req;
+    int64_t start_us;
     char room[DM_ROOM_MAX + 1];
 };
 
@@ -209,13 +224,14 @@ static void on_room_online(int64_t online, void *arg)
     size_t len;
 
     q->in->http->pending--;
+    q->in->http->answering_us = q->start_us;
     if (online < 0) {
         send_unavailable(q->in, q->req, "Redis did not answer; retry later");
     } else {
         int32_t partition =
             dm_room_partition(q->room, strlen(q->room), (int32_t)q->in->cfg->kafka_partitions);
         char *body = dm_msg_room_info(q->room, online, partition, &len);
-        send_json(q->req, 200, "OK", body, len);
+        send_json(q->in, q->req, 200, "OK", body, len);
         free(body);
     }
     free(q);
@@ -226,6 +242,7 @@ static void get_room(struct dm_http *h, struct evhttp_request *req, const char *
     struct room_query *q = dm_calloc(1, sizeof(*q));
     q->in = h->in;
     q->req = req;
+    q->start_us = h->answering_us;
     snprintf(q->room, sizeof(q->room), "%s", room);
     h->pending++; /* before the call: the answer may come at once */
     dm_store_online(h->in->store, room, on_room_online, q);
@@ -237,9 +254,9 @@ static void get_health(struct dm_ingest *in, struct evhttp_request *req, bool li
     bool kafka = dm_producer_ready(in->producer), redis = dm_store_ready(in->store);
 
     if (liveness || (kafka && redis))
-        send_json(req, 200, "OK", ok, sizeof(ok) - 1);
+        send_json(in, req, 200, "OK", ok, sizeof(ok) - 1);
     else
-        send_error(req, 503, "Service Unavailable", "not_ready",
+        send_error(in, req, 503, "Service Unavailable", "not_ready",
                    !kafka && !redis ? "Kafka and Redis are not reachable"
                    : !kafka         ? "Kafka is not reachable"
                                     : "Redis is not reachable");
@@ -275,13 +292,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool room_ok;
 
     DM_CHECK_OBJ(h, DM_HTTP_MAGIC);
+    h->answering_us = dm_mono_us();
     if (h->draining) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         send_unavailable(h->in, req, "this node is shutting down; retry on another");
         return;
     }
     if (path == NULL) {
-        send_error(req, 400, "Bad Request", "bad_request", "malformed request target");
+        send_error(h->in, req, 400, "Bad Request", "bad_request", "malformed request target");
         return;
     }
     add_cors(h, req);
@@ -291,6 +309,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(out, "Access-Control-Allow-Headers",
                           "Authorization, Content-Type, Idempotency-Key");
         evhttp_add_header(out, "Access-Control-Max-Age", "600");
+        count_answer(h->in, 204);
         evhttp_send_reply(req, 204, "No Content", NULL);
         return;
     }
@@ -298,6 +317,22 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
             goto not_allowed;
         get_health(h->in, req, path[1] == 'h');
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
+            goto not_allowed;
+        size_t len;
+        char *text = dm_ingest_metrics(h->in, &len);
+        struct evbuffer *buf = evbuffer_new();
+        DM_AN(buf);
+        evbuffer_add(buf, text, len);
+        free(text);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        count_answer(h->in, 200);
+        evhttp_send_reply(req, 200, "OK", buf);
+        evbuffer_free(buf);
         return;
     }
     if (match_room_route(path, "", room, &room_ok)) {
@@ -316,15 +351,16 @@ static void on_request(struct evhttp_request *req, void *arg)
         post_danmaku(h, req, room);
         return;
     }
-    send_error(req, 404, "Not Found", "not_found", "no such resource");
+    send_error(h->in, req, 404, "Not Found", "not_found", "no such resource");
     return;
 
 invalid_room:
-    send_error(req, 400, "Bad Request", "invalid_room", "room must match [A-Za-z0-9_.:-]{1,64}");
+    send_error(h->in, req, 400, "Bad Request", "invalid_room",
+               "room must match [A-Za-z0-9_.:-]{1,64}");
     return;
 
 not_allowed:
-    send_error(req, 405, "Method Not Allowed", "method_not_allowed",
+    send_error(h->in, req, 405, "Method Not Allowed", "method_not_allowed",
                "method not allowed on this resource");
 }
 

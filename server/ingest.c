@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/jwt.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "server/http.h"
 #include "server/producer.h"
 #include "server/store.h"
@@ -27,10 +28,12 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
     in->base = base;
     in->cfg = cfg;
     in->node = node;
+    in->metrics = dm_metrics_new(DM_METRICS_I);
+    in->m = dm_metrics_shard_new(in->metrics);
     in->verifier = dm_auth_verifier_new(cfg, err);
     if (in->verifier == NULL)
         goto fail;
-    in->producer = dm_producer_new(base, cfg, err);
+    in->producer = dm_producer_new(base, cfg, in->m, err);
     if (in->producer == NULL)
         goto fail;
     in->store = dm_store_new(base, cfg);
@@ -42,6 +45,15 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
 fail:
     dm_ingest_free(in);
     return NULL;
+}
+
+char *dm_ingest_metrics(struct dm_ingest *in, size_t *len)
+{
+    unsigned long redis_errors = dm_store_redis_errors(in->store);
+    dm_metrics_inc(in->m, DM_M_REDIS_ERRORS, redis_errors - in->redis_errors_seen);
+    in->redis_errors_seen = redis_errors;
+    dm_metrics_gauge_set(in->m, DM_M_KAFKA_IN_FLIGHT, dm_producer_in_flight(in->producer));
+    return dm_metrics_render(in->metrics, len);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -88,5 +100,6 @@ void dm_ingest_free(struct dm_ingest *in)
         run_loop_for(in->base, FLUSH_WRITES_MS);
     dm_http_free(in->http);
     dm_jwt_verifier_free(in->verifier);
+    dm_metrics_free(in->metrics);
     free(in);
 }

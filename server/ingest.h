@@ -2,6 +2,8 @@
 #ifndef DM_SERVER_INGEST_H
 #define DM_SERVER_INGEST_H
 
+#include <stddef.h>
+
 #include "common/util.h"
 
 struct event_base;
@@ -10,6 +12,8 @@ struct dm_jwt_verifier;
 struct dm_producer;
 struct dm_http;
 struct dm_store;
+struct dm_metrics;
+struct dm_metrics_shard;
 
 struct dm_ingest {
     struct event_base *base;          /* borrowed from main */
@@ -18,6 +22,9 @@ struct dm_ingest {
     struct dm_jwt_verifier *verifier; /* owned */
     struct dm_producer *producer;     /* owned */
     struct dm_store *store;           /* owned: Redis */
+    struct dm_metrics *metrics;       /* owned */
+    struct dm_metrics_shard *m;       /* this loop's shard */
+    unsigned long redis_errors_seen;  /* last Redis error total counted */
     struct dm_http *http;             /* owned */
 };
 
@@ -25,6 +32,9 @@ struct dm_ingest {
  * node are borrowed. Returns NULL with err filled on a startup error. */
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
                                 const char *node, char err[DM_ERRLEN]);
+
+/* The Prometheus text of /metrics; caller frees. */
+char *dm_ingest_metrics(struct dm_ingest *in, size_t *len);
 
 /* Graceful stop (SIGTERM): stops accepting, answers new requests 503, and
  * runs the loop until every request waiting for Kafka or Redis has its

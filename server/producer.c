@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #define DM_PRODUCER_MAGIC 0x70726f64u
 #define PURGE_WAIT_MS     1000 /* for the reports of purged records */
@@ -21,6 +22,7 @@ struct dm_producer {
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *mainq;
     struct dm_kafka_waker *waker; /* delivery reports are waiting */
+    struct dm_metrics_shard *m;   /* borrowed */
     bool broker_up;               /* from the last statistics: some broker is UP */
     bool fatal;
     int in_flight;
@@ -30,6 +32,7 @@ struct dm_producer {
 struct delivery {
     dm_producer_delivery_cb cb;
     void *arg;
+    int64_t sent_us;
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -40,10 +43,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
     DM_CHECK_OBJ(p, DM_PRODUCER_MAGIC);
     p->in_flight--;
+    dm_metrics_observe(p->m, DM_M_KAFKA_DELIVERY_LATENCY, dm_mono_us() - d->sent_us);
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        dm_metrics_inc(p->m, DM_M_KAFKA_PRODUCED, 1);
         p->broker_up = true;
         d->cb(NULL, m->partition, m->offset, d->arg);
     } else {
+        dm_metrics_inc(p->m, DM_M_KAFKA_DELIVERY_FAILED, 1);
         DM_LOG(DM_LOG_WARN, "msg=\"delivery failed\" partition=%d err=\"%s\"", m->partition,
                rd_kafka_err2str(m->err));
         d->cb(rd_kafka_err2str(m->err), m->partition, -1, d->arg);
@@ -98,13 +104,14 @@ static void on_reports_ready(void *arg)
 }
 
 struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_config *cfg,
-                                    char err[DM_ERRLEN])
+                                    struct dm_metrics_shard *m, char err[DM_ERRLEN])
 {
     struct dm_producer *p = dm_calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
     char errstr[160];
 
     p->magic = DM_PRODUCER_MAGIC;
+    p->m = m;
 
     if (dm_kafka_conf_set(conf, "enable.idempotence", "true", err) < 0 ||
         dm_kafka_conf_set(conf, "acks", "all", err) < 0 ||
@@ -182,6 +189,7 @@ int dm_producer_send(struct dm_producer *p, int32_t partition, const char *key, 
     d = dm_malloc(sizeof(*d));
     d->cb = cb;
     d->arg = arg;
+    d->sent_us = dm_mono_us();
     if (rd_kafka_produce(p->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)(uintptr_t)value, len, key,
                          keylen, d) < 0) {
         DM_LOG(DM_LOG_DEBUG, "msg=\"produce refused\" err=\"%s\"",

@@ -13,6 +13,7 @@
 struct event_base;
 struct dm_config;
 struct dm_producer;
+struct dm_metrics_shard;
 
 /* Called exactly once per accepted send, from the event loop. err is NULL
  * when the record is durably in Kafka at (partition, offset); otherwise a
@@ -21,9 +22,10 @@ typedef void (*dm_producer_delivery_cb)(const char *err, int32_t partition, int6
                                         void *arg);
 
 /* Creates the producer and registers its events on base (borrowed; must
- * outlive the producer). cfg is borrowed likewise. NULL with err on failure. */
+ * outlive the producer). cfg and the metrics shard m are borrowed likewise.
+ * NULL with err on failure. */
 struct dm_producer *dm_producer_new(struct event_base *base, const struct dm_config *cfg,
-                                    char err[DM_ERRLEN]);
+                                    struct dm_metrics_shard *m, char err[DM_ERRLEN]);
 
 /* Purges the records not yet acknowledged (their callbacks fire with an
  * error, blocking up to a second for them), then frees everything. Call

@@ -41,3 +41,8 @@ bool dm_store_ready(const struct dm_store *s)
 {
     return dm_redis_connected(s->redis);
 }
+
+unsigned long dm_store_redis_errors(const struct dm_store *s)
+{
+    return dm_redis_errors(s->redis);
+}

@@ -24,6 +24,9 @@ void dm_store_free(struct dm_store *s);
  * exactly once, possibly before this returns (Redis not connected). */
 void dm_store_online(struct dm_store *s, const char *room, dm_store_online_cb cb, void *arg);
 
+/* Redis commands that failed so far (for the metrics). */
+unsigned long dm_store_redis_errors(const struct dm_store *s);
+
 /* True while Redis is connected. */
 bool dm_store_ready(const struct dm_store *s);
 

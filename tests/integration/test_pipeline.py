@@ -284,3 +284,44 @@ def test_sigterm_answers_every_comment_in_flight(nodes):
         got.append(viewer.recv_json(timeout=10)["data"]["id"])
     assert sorted(got) == sorted(b["id"] for b in accepted)
     viewer.close()
+
+
+def test_metrics_count_what_happened(nodes):
+    """/metrics on both nodes: Prometheus text whose counters move with the
+    traffic of this test."""
+    ingest, bcast = nodes
+
+    def scrape(port):
+        status, headers, text = http(port, "GET", "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    before_i, before_b = scrape(ingest.port), scrape(bcast.port)
+    room = "metrics-" + uuid.uuid4().hex[:8]
+    ws, _ = join(bcast.port, room)
+    token = mint("quinn")
+    for i in range(3):
+        assert post_comment(ingest.port, room, f"m{i}", token)[0] == 201
+    assert post_comment(ingest.port, room, "", token)[0] == 400
+    for _ in range(3):
+        ws.recv_json()
+    ws.close()
+    time.sleep(0.3)
+    after_i, after_b = scrape(ingest.port), scrape(bcast.port)
+
+    def delta(after, before, name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta(after_i, before_i, 'danmaku_http_requests_total{code="201"}') == 3
+    assert delta(after_i, before_i, 'danmaku_http_requests_total{code="400"}') == 1
+    assert delta(after_i, before_i, "danmaku_kafka_produced_total") == 3
+    assert delta(after_b, before_b, "danmaku_deliveries_total") >= 3
+    assert delta(after_b, before_b, "danmaku_joins_total") == 1
+    assert delta(after_b, before_b, 'danmaku_ws_closed_total{reason="peer_close"}') == 1
+    assert after_b["danmaku_kafka_partitions_assigned"] >= 1
+    assert after_i["danmaku_kafka_delivery_latency_seconds_count"] >= 3
