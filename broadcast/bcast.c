@@ -221,6 +221,7 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
         f = dm_frame_new_text(payload, n);
         free(payload);
     }
+    size_t f_len = f->len;
     /* The window keeps every record, sampled or not: a resuming viewer
      * gets what it missed, and density control applies to the live flow. */
     dm_room_window_append(r, offset, f, (uint32_t)b->cfg->recovery_window, dm_now_ms(),
@@ -231,15 +232,45 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
         dm_frame_unref(f);
         return 0;
     }
-    size_t bytes = f->len;
-    size_t sent = fan_out(r, f);
-    dm_metrics_inc(b->m, DM_M_DELIVERIES, sent);
-    dm_metrics_inc(b->m, DM_M_DELIVERY_BYTES, sent * bytes);
+    /* Gathered for the end of the batch (on_flush), in offset order. */
+    dm_room_block_add(r, f);
+    dm_frame_unref(f);
+    if (!r->dirty) {
+        r->dirty = true;
+        r->next_dirty = b->dirty;
+        b->dirty = r;
+    }
+    size_t viewers = r->count;
+    dm_metrics_inc(b->m, DM_M_DELIVERIES, viewers);
+    dm_metrics_inc(b->m, DM_M_DELIVERY_BYTES, viewers * f_len);
     /* From the record's Kafka timestamp (the producer's clock) to queued
      * for every viewer. */
-    if (ts_ms > 0 && sent > 0)
+    if (ts_ms > 0 && viewers > 0)
         dm_metrics_observe(b->m, DM_M_FANOUT_LATENCY, (dm_now_ms() - ts_ms) * 1000);
-    return sent;
+    return 0;
+}
+
+/* End of a consumer batch: one shared block per room, one reference per
+ * viewer. */
+static size_t on_flush(void *arg)
+{
+    struct dm_bcast *b = arg;
+    size_t work = 0;
+
+    while (b->dirty != NULL) {
+        struct dm_room *r = b->dirty;
+        b->dirty = r->next_dirty;
+        r->dirty = false;
+        work += fan_out(r, dm_frame_new_raw(r->blk, r->blk_len));
+        r->blk_len = 0;
+        /* A burst's big buffer is not kept for a room's quiet hours. */
+        if (r->blk_cap > 64 * 1024) {
+            free(r->blk);
+            r->blk = NULL;
+            r->blk_cap = 0;
+        }
+    }
+    return work;
 }
 
 /* ---- membership ---- */
@@ -488,8 +519,8 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
         goto fail;
     }
     b->membership = dm_membership_new(base, cfg, node, b->rooms);
-    b->consumer =
-        dm_consumer_new(base, cfg, node, on_record, on_partition_ready, on_partition_reset, b, err);
+    b->consumer = dm_consumer_new(base, cfg, node, on_record, on_flush, on_partition_ready,
+                                  on_partition_reset, b, err);
     if (b->consumer == NULL)
         goto fail;
 

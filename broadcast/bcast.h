@@ -52,6 +52,7 @@ struct dm_bcast {
     struct dm_metrics_shard *m;      /* this loop's shard */
     unsigned long redis_errors_seen; /* last error totals already counted */
     unsigned long consumer_errors_seen;
+    struct dm_room *dirty; /* rooms with frames of this round to fan out */
     struct dm_rooms *rooms;
     struct dm_bpart *parts;    /* cfg->kafka_partitions entries */
     struct dm_conn_list conns; /* open and closing connections */

@@ -18,7 +18,7 @@
 #include "common/log.h"
 
 #define DM_CONSUMER_MAGIC 0x636f6e73u
-#define BATCH             16
+#define BATCH             64
 #define WORK_BUDGET       20000 /* deliveries per round before the sockets get a turn */
 #define LOOKUP_TIMEOUT_MS 5000
 #define LOOKUP_RETRY_MS   500
@@ -49,6 +49,7 @@ struct dm_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     dm_consumer_record_cb on_record;
+    dm_consumer_flush_cb on_flush;
     dm_consumer_ready_cb on_ready;
     dm_consumer_reset_cb on_reset;
     void *arg;
@@ -110,6 +111,8 @@ static void drain_queue(struct dm_consumer *c)
             }
             rd_kafka_message_destroy(m);
         }
+        if (n > 0)
+            work += c->on_flush(c->arg);
     } while (n == BATCH);
 }
 
@@ -222,8 +225,8 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
 
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, dm_consumer_reset_cb on_reset,
-                                    void *arg, char err[DM_ERRLEN])
+                                    dm_consumer_flush_cb on_flush, dm_consumer_ready_cb on_ready,
+                                    dm_consumer_reset_cb on_reset, void *arg, char err[DM_ERRLEN])
 {
     struct dm_consumer *c = dm_calloc(1, sizeof(*c));
     rd_kafka_conf_t *conf = dm_kafka_conf_new(cfg->kafka_brokers);
@@ -233,6 +236,7 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
     c->base = base;
     c->cfg = cfg;
     c->on_record = on_record;
+    c->on_flush = on_flush;
     c->on_ready = on_ready;
     c->on_reset = on_reset;
     c->arg = arg;

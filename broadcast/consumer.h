@@ -25,6 +25,10 @@ typedef size_t (*dm_consumer_record_cb)(int32_t partition, int64_t offset, int64
                                         const char *key, size_t keylen, const char *value,
                                         size_t len, void *arg);
 
+/* A batch of records was handed to on_record: the owner fans out what it
+ * gathered. Returns the work it did (deliveries), for the round budget. */
+typedef size_t (*dm_consumer_flush_cb)(void *arg);
+
 /* The partition asked for with dm_consumer_acquire is assigned; the next
  * record delivered for it has offset >= next_offset, and every record from
  * next_offset on will be delivered. */
@@ -40,8 +44,8 @@ typedef void (*dm_consumer_reset_cb)(int32_t partition, void *arg);
  * acquire/release. NULL with err on failure. */
 struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_config *cfg,
                                     const char *node, dm_consumer_record_cb on_record,
-                                    dm_consumer_ready_cb on_ready, dm_consumer_reset_cb on_reset,
-                                    void *arg, char err[DM_ERRLEN]);
+                                    dm_consumer_flush_cb on_flush, dm_consumer_ready_cb on_ready,
+                                    dm_consumer_reset_cb on_reset, void *arg, char err[DM_ERRLEN]);
 
 /* Stops consuming and frees. Blocks briefly (joins lookup threads). NULL: no-op. */
 void dm_consumer_free(struct dm_consumer *c);

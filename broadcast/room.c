@@ -126,9 +126,12 @@ static void window_drop_oldest(struct dm_room *r)
 
 static void free_room(struct dm_room *r)
 {
+    /* Rooms are dropped between rounds, never with a block pending. */
+    DM_ASSERT(!r->dirty);
     while (r->win_len > 0)
         window_drop_oldest(r);
     free(r->win);
+    free(r->blk);
     free(r);
 }
 
@@ -232,6 +235,28 @@ struct dm_frame *dm_frame_new_text(const char *payload, size_t len)
     f->len = h + len;
     f->refs = 1;
     return f;
+}
+
+struct dm_frame *dm_frame_new_raw(const void *bytes, size_t len)
+{
+    struct dm_frame *f = dm_malloc(sizeof(*f) + len);
+    memcpy(f->data, bytes, len);
+    f->len = len;
+    f->refs = 1;
+    return f;
+}
+
+void dm_room_block_add(struct dm_room *r, const struct dm_frame *f)
+{
+    if (r->blk_len + f->len > r->blk_cap) {
+        size_t cap = r->blk_cap ? r->blk_cap : 4096;
+        while (cap < r->blk_len + f->len)
+            cap *= 2;
+        r->blk = dm_realloc(r->blk, cap);
+        r->blk_cap = cap;
+    }
+    memcpy(r->blk + r->blk_len, f->data, f->len);
+    r->blk_len += f->len;
 }
 
 void dm_frame_ref(struct dm_frame *f)

@@ -54,6 +54,12 @@ struct dm_room {
     uint32_t win_cap, win_head, win_len;
     int64_t window_start; /* INT64_MAX: nothing known yet */
     int64_t emptied_ms;   /* when the last member left (lingering rooms) */
+    /* Frames of this round not yet fanned out: concatenated so each viewer
+     * gets one reference (one iovec) per round instead of one per record. */
+    unsigned char *blk;
+    size_t blk_len, blk_cap;
+    struct dm_room *next_dirty; /* in the node's list of rooms with a block */
+    bool dirty;
     struct dm_member_list members;
     struct dm_room *next; /* hash chain */
 };
@@ -128,6 +134,13 @@ struct dm_frame {
 
 /* Builds a server (unmasked) text frame around payload; refs = 1. */
 struct dm_frame *dm_frame_new_text(const char *payload, size_t len);
+
+/* A frame holding bytes as they are (already framed, e.g. several frames
+ * concatenated); refs = 1. */
+struct dm_frame *dm_frame_new_raw(const void *bytes, size_t len);
+
+/* Appends f's bytes to r's block of this round. */
+void dm_room_block_add(struct dm_room *r, const struct dm_frame *f);
 void dm_frame_ref(struct dm_frame *f);
 void dm_frame_unref(struct dm_frame *f);
 
