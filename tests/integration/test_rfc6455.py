@@ -39,10 +39,14 @@ RSV1, RSV2, RSV3 = 4, 2, 1
 
 def broadcast_knows(flag):
     """True when danmaku-broadcast accepts --flag: --help lists every key of
-    the config table, which is also what the command line is parsed with."""
+    the config table, which is also what the command line is parsed with.
+    (Leak checking off: a LeakSanitizer report at exit cuts the buffered
+    help text short.)"""
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
     try:
         out = subprocess.run([os.path.join(BIN, "danmaku-broadcast"), "--help"],
-                             capture_output=True, text=True, timeout=10)
+                             capture_output=True, text=True, timeout=10, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return flag in out.stdout + out.stderr
@@ -72,8 +76,8 @@ def node():
 
 @pytest.fixture(scope="module")
 def origin_node():
-    if not ORIGIN_FLAG:
-        pytest.xfail("origin allow-list not implemented yet: no --ws-allowed-origins")
+    """Without the flag this fails to start (unknown option): the rows that
+    use it are then strict xfails (needs_origin_flag)."""
     n = start_broadcast("--ws-allowed-origins", ALLOWED_ORIGINS, "--heartbeat-ms", "60000")
     yield n
     n.assert_clean_exit()
@@ -765,20 +769,34 @@ def test_every_split_point_of_valid_frames(node):
 # Timeouts and heartbeats
 
 
+def hung_up_after_timeout(c, start):
+    """The node ends a handshake that timed out: it closes the connection,
+    with nothing sent or at most a 408 refusal, about 600 ms after `start`."""
+    c.sock.settimeout(5)
+    data = b""
+    try:
+        while True:
+            chunk = c.sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    elapsed = time.time() - start
+    assert data == b"" or data.startswith(b"HTTP/1.1 408 "), data[:80]
+    assert 0.4 < elapsed < 3, elapsed
+    c.close()
+
+
 def test_handshake_timeout_no_request(timeout_node):
     c = Raw(timeout_node.port)
-    start = time.time()
-    c.expect_eof(timeout=5)  # closed without a byte
-    elapsed = time.time() - start
-    assert 0.4 < elapsed < 3, elapsed
+    hung_up_after_timeout(c, time.time())
 
 
 def test_handshake_timeout_incomplete_request(timeout_node):
     c = Raw(timeout_node.port)
     c.send(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
-    start = time.time()
-    c.expect_eof(timeout=5)
-    assert 0.4 < time.time() - start < 3
+    hung_up_after_timeout(c, time.time())
 
 
 @pytest.mark.xfail(strict=True, reason=(
