@@ -40,6 +40,7 @@ struct dm_conn {
     size_t frag_len;
     uint16_t peer_close_code;     /* echoed in our close frame */
     struct dm_jwt_claims *claims; /* owned; NULL: anonymous */
+    struct event *handshake;      /* deadline for the whole handshake; NULL once open */
     TAILQ_ENTRY(dm_conn) link;    /* b->conns or b->closing */
 };
 
@@ -69,6 +70,24 @@ static const struct {
 
 static void on_client_read(struct bufferevent *bev, void *arg);
 static void on_client_event(struct bufferevent *bev, short what, void *arg);
+
+/* The handshake has a deadline, not just an idle timeout: a peer trickling
+ * one header byte at a time must not hold a connection open. */
+static void on_handshake_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct dm_conn *c = arg;
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    dm_conn_close(c, DM_CLOSE_HANDSHAKE_TIMEOUT);
+}
+
+static void stop_handshake_timer(struct dm_conn *c)
+{
+    if (c->handshake != NULL) {
+        event_free(c->handshake);
+        c->handshake = NULL;
+    }
+}
 
 static void set_read_timeout(struct dm_conn *c, int64_t ms)
 {
@@ -105,6 +124,10 @@ void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd)
     bufferevent_set_max_single_write(bev, WRITE_CHUNK);
     bufferevent_setcb(bev, on_client_read, NULL, on_client_event, c);
     set_read_timeout(c, b->cfg->handshake_timeout_ms);
+    c->handshake = evtimer_new(b->base, on_handshake_deadline, c);
+    DM_AN(c->handshake);
+    struct timeval deadline = dm_timeval_ms(b->cfg->handshake_timeout_ms);
+    evtimer_add(c->handshake, &deadline);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
@@ -269,6 +292,7 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
         send_raw_frame(c, DM_WS_OP_CLOSE, payload, n);
     }
     leave_all(c);
+    stop_handshake_timer(c);
     c->state = CONN_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
 
@@ -620,6 +644,7 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
     DM_ASSERT(rlen > 0);
     evbuffer_add(bufferevent_get_output(c->bev), resp, (size_t)rlen);
     c->state = CONN_OPEN;
+    stop_handshake_timer(c);
     set_read_timeout(c, cfg->idle_timeout_ms);
     char *hello = dm_msg_hello(c->b->node, cfg->heartbeat_ms, (int)cfg->max_rooms, &hlen);
     send_owned_json(c, hello, hlen);
@@ -673,6 +698,7 @@ void dm_conns_abort_all(struct dm_bcast *b)
     while ((c = TAILQ_FIRST(&b->conns)) != NULL) {
         if (c->state != CONN_CLOSING) {
             leave_all(c);
+            stop_handshake_timer(c);
             c->state = CONN_CLOSING;
         }
         defer_free(c);

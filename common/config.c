@@ -247,6 +247,7 @@ int dm_config_load(struct dm_config *cfg, unsigned scope, const char *prog, int 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             dm_config_usage(out, scope, prog);
+            dm_config_fini(cfg);
             return 1;
         }
         if (strncmp(argv[i], "--config=", 9) == 0)

@@ -39,6 +39,8 @@ for pkg in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}"; do
 done
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# Node runs the third-party WebSocket client in the conformance tests.
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 # tests/run.sh uses the first of python3 and /usr/bin/python3 that has pytest.
 if ! python3 -m pytest --version >/dev/null 2>&1 &&
     ! /usr/bin/python3 -m pytest --version >/dev/null 2>&1; then

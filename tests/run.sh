@@ -33,6 +33,22 @@ deploy/install-deps.sh || die "installing dependencies failed"
 PYTHON=python3
 "$PYTHON" -m pytest --version >/dev/null 2>&1 || PYTHON=/usr/bin/python3
 
+# Two independent third-party WebSocket clients the tests use as viewers,
+# pinned in tests/integration/{requirements.txt,node/package-lock.json}.
+if ! "$PYTHON" -c 'import sys, websockets; sys.exit(int(websockets.__version__.split(".")[0]) < 13)' \
+    2>/dev/null; then
+    pip_flags=(--quiet --disable-pip-version-check)
+    [[ $PYTHON == /usr/bin/python3 ]] && pip_flags+=(--break-system-packages)
+    "$PYTHON" -m pip --version >/dev/null 2>&1 ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip >/dev/null
+    "$PYTHON" -m pip install "${pip_flags[@]}" -r tests/integration/requirements.txt ||
+        die "installing the Python WebSocket client failed"
+fi
+if [[ ! -d tests/integration/node/node_modules/ws ]]; then
+    (cd tests/integration/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+        die "installing the Node WebSocket client failed"
+fi
+
 for mode in $MODES; do
     san=
     [[ $mode == default ]] || san="SANITIZER=$mode"

@@ -799,11 +799,6 @@ def test_handshake_timeout_incomplete_request(timeout_node):
     hung_up_after_timeout(c, time.time())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "handshake_timeout_ms is a read-inactivity timeout (bufferevent read "
-    "timeout, reset by every byte), not a deadline for the whole handshake: a "
-    "client trickling one header byte every 200 ms keeps a 600 ms handshake "
-    "open until max_header bytes (many minutes) - the node kept it open"))
 def test_handshake_timeout_is_a_deadline_for_a_trickled_request(timeout_node):
     """Slowloris: bytes keep coming, but the request never completes."""
     c = Raw(timeout_node.port)
