@@ -32,15 +32,20 @@ static void replay_frame(struct dm_frame *f, void *arg)
 
 /* The member's partition is positioned: decide between an exact resume and
  * the live position, tell the viewer, and let it receive. */
+static bool start_catchup(struct dm_bcast *b, struct dm_member *m);
+
 static void go_live(struct dm_bcast *b, struct dm_member *m)
 {
     struct dm_room *r = m->room;
     struct dm_conn *conn = m->conn;
     struct dm_bpart *p = &b->parts[r->partition];
     int64_t now = dm_now_ms(), after = m->resume_offset;
-    bool recovered = m->resume && m->resume_epoch == p->epoch && after < p->next_offset &&
-                     dm_room_window_covers(r, after, now, b->cfg->recovery_age_ms);
+    bool resumable = m->resume && m->resume_epoch == p->epoch && after < p->next_offset;
+    bool recovered = resumable && dm_room_window_covers(r, after, now, b->cfg->recovery_age_ms);
 
+    /* Not all of it here: read the rest back from Kafka first. */
+    if (resumable && !recovered && start_catchup(b, m))
+        return;
     m->live = true;
     m->resume = false;
     /* Sending may close a viewer over its output bound, which frees m:
@@ -185,6 +190,30 @@ static void notify_skipped(struct dm_room *r, void *arg)
     free(json);
 }
 
+/* The viewer frame of a record of room r, or NULL for a record viewers
+ * must not see (not JSON, another room's, an unknown type). */
+static struct dm_frame *record_frame(const struct dm_room *r, int64_t offset, const char *value,
+                                     size_t len, struct dm_record_info *info)
+{
+    int type = dm_record_read(value, len, r->name, r->name_len, info);
+    if (type == DM_RECORD_RETRACT) {
+        char retract[96 + DM_ROOM_MAX + DM_ID_LEN];
+        size_t rn = dm_msg_retract(retract, sizeof(retract), r->name, offset, info->id);
+        DM_ASSERT(rn > 0);
+        return dm_frame_new_text(retract, rn);
+    }
+    if (type != DM_RECORD_COMMENT)
+        return NULL;
+    /* Encoded once; every viewer's output references the same bytes. */
+    size_t cap = len + ENVELOPE_MAX;
+    char *payload = dm_malloc(cap);
+    size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
+    DM_ASSERT(n > 0);
+    struct dm_frame *f = dm_frame_new_text(payload, n);
+    free(payload);
+    return f;
+}
+
 static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const char *key,
                         size_t keylen, const char *value, size_t len, void *arg)
 {
@@ -199,28 +228,14 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
     if (r == NULL)
         return 0;
     struct dm_record_info info;
-    int type = dm_record_read(value, len, key, keylen, &info);
-    if (type != DM_RECORD_COMMENT && type != DM_RECORD_RETRACT) {
-        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld type=%d", partition,
-               (long long)offset, type);
+    struct dm_frame *f = record_frame(r, offset, value, len, &info);
+    if (f == NULL) {
+        DM_LOG(DM_LOG_DEBUG, "msg=\"record skipped\" partition=%d offset=%lld", partition,
+               (long long)offset);
         dm_metrics_inc(b->m, DM_M_KAFKA_RECORDS_SKIPPED, 1);
         return 0;
     }
-    struct dm_frame *f;
-    if (type == DM_RECORD_RETRACT) {
-        char retract[96 + DM_ROOM_MAX + DM_ID_LEN];
-        size_t rn = dm_msg_retract(retract, sizeof(retract), r->name, offset, info.id);
-        DM_ASSERT(rn > 0);
-        f = dm_frame_new_text(retract, rn);
-    } else {
-        /* Encode once; every viewer's output references the same bytes. */
-        size_t cap = len + ENVELOPE_MAX;
-        char *payload = dm_malloc(cap);
-        size_t n = dm_msg_danmaku(payload, cap, r->name, offset, value, len);
-        DM_ASSERT(n > 0);
-        f = dm_frame_new_text(payload, n);
-        free(payload);
-    }
+    int type = (int)info.type;
     size_t f_len = f->len;
     /* The window keeps every record, sampled or not: a resuming viewer
      * gets what it missed, and density control applies to the live flow. */
@@ -271,6 +286,95 @@ static size_t on_flush(void *arg)
         }
     }
     return work;
+}
+
+/* ---- catch-up: resuming from further back than this node's window ---- */
+
+/* A member reading back (after, before) of its room from Kafka; the window
+ * holds everything from `before` on, so the two together are exact. */
+struct dm_catchup_req {
+    struct dm_bcast *b;
+    struct dm_member *m; /* NULL once the member left */
+    int64_t after, before, epoch;
+};
+
+struct catchup_send {
+    struct dm_conn *conn;
+    const struct dm_room *r;
+};
+
+static void on_catchup(bool ok, const struct dm_catchup_record *recs, size_t n, void *arg)
+{
+    struct dm_catchup_req *q = arg;
+    struct dm_bcast *b = q->b;
+    struct dm_member *m = q->m;
+
+    if (m == NULL) {
+        free(q);
+        return;
+    }
+    m->catchup = NULL;
+    struct dm_room *r = m->room;
+    struct dm_bpart *p = &b->parts[r->partition];
+    int64_t now = dm_now_ms();
+
+    if (!p->ready) {
+        /* The stream broke meanwhile: activation decides afresh. */
+        m->resume = false;
+        free(q);
+        return;
+    }
+    /* Still exact only if the window did not move past `before`, the
+     * stream is the same, and the viewer missed no more than the retention
+     * window promises (count and age), wherever it reconnects. */
+    bool exact = ok && p->epoch == q->epoch && r->window_start != INT64_MAX &&
+                 r->window_start <= q->before &&
+                 (n == 0 || recs[0].ts_ms >= now - b->cfg->recovery_age_ms) &&
+                 n + r->win_len <= (size_t)b->cfg->recovery_window;
+    if (!exact) {
+        m->resume = false;
+        go_live(b, m);
+        free(q);
+        return;
+    }
+    struct dm_conn *conn = m->conn;
+    m->live = true;
+    m->resume = false;
+    dm_metrics_inc(b->m, DM_M_CATCHUP_RECOVERED, 1);
+    /* m may be freed by any send below (output bound): use conn and r. */
+    dm_conn_joined(conn, m, p->epoch, q->after, true);
+    for (size_t i = 0; i < n; i++) {
+        struct dm_record_info info;
+        struct dm_frame *f = record_frame(r, recs[i].offset, recs[i].value, recs[i].len, &info);
+        if (f != NULL) {
+            dm_conn_send_frame(conn, f);
+            dm_frame_unref(f);
+        }
+    }
+    dm_room_window_replay(r, q->before - 1, replay_frame, conn);
+    free(q);
+}
+
+static bool start_catchup(struct dm_bcast *b, struct dm_member *m)
+{
+    struct dm_room *r = m->room;
+    struct dm_bpart *p = &b->parts[r->partition];
+
+    if (r->window_start == INT64_MAX || b->cfg->recovery_window == 0)
+        return false;
+    struct dm_catchup_req *q = dm_calloc(1, sizeof(*q));
+    q->b = b;
+    q->m = m;
+    q->after = m->resume_offset;
+    q->before = r->window_start;
+    q->epoch = p->epoch;
+    if (dm_consumer_catchup(b->consumer, r->partition, r->name, q->after, q->before,
+                            (size_t)b->cfg->recovery_window, on_catchup, q) < 0) {
+        free(q);
+        return false;
+    }
+    m->catchup = q;
+    return true;
 }
 
 /* ---- membership ---- */
@@ -334,6 +438,8 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
     int32_t partition = m->room->partition;
 
     dm_metrics_inc(b->m, DM_M_LEAVES, 1);
+    if (m->catchup != NULL)
+        m->catchup->m = NULL; /* its answer finds nobody to give it to */
     dm_membership_changed(b->membership, m->room);
     if (!dm_rooms_leave(b->rooms, m, dm_now_ms()))
         return;

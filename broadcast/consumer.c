@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/proto.h"
 
 #define DM_CONSUMER_MAGIC 0x636f6e73u
 #define BATCH             64
@@ -42,6 +43,25 @@ struct lookup {
     struct lookup *next;
 };
 
+#define CATCHUP_MAX        8 /* catch-ups running at once */
+#define CATCHUP_TIMEOUT_MS 5000
+
+/* A catch-up running on its own thread with its own Kafka client. */
+struct catchup {
+    struct dm_consumer *c;
+    int32_t partition;
+    char room[DM_ROOM_MAX + 1];
+    int64_t after, before;
+    size_t max_records;
+    dm_consumer_catchup_cb cb;
+    void *arg;
+    bool ok;
+    struct dm_catchup_record *recs;
+    size_t n, cap;
+    pthread_t thread;
+    struct catchup *next;
+};
+
 struct dm_consumer {
     unsigned magic;
     struct event_base *base;
@@ -63,6 +83,9 @@ struct dm_consumer {
     /* Finished lookups, handed from their threads to the loop. */
     pthread_mutex_t lock;
     struct lookup *done;
+    struct catchup *catchups_done;
+    int running_catchups; /* loop side */
+    unsigned catchup_seq;
     int done_pipe[2];
     struct event *done_ev;
     int running_lookups; /* loop side */
@@ -147,6 +170,137 @@ static void *run_lookup(void *arg)
     return NULL;
 }
 
+static void catchup_keep(struct catchup *k, const rd_kafka_message_t *m)
+{
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 16;
+        k->recs = dm_realloc(k->recs, k->cap * sizeof(*k->recs));
+    }
+    struct dm_catchup_record *r = &k->recs[k->n++];
+    r->offset = m->offset;
+    r->ts_ms = rd_kafka_message_timestamp(m, NULL);
+    r->value = dm_strndup(m->payload != NULL ? m->payload : "", m->len);
+    r->len = m->len;
+}
+
+/* Reads [after+1, before) of the partition and keeps the room's records. */
+static void catchup_read(struct catchup *k)
+{
+    char err[DM_ERRLEN], errstr[160], group[96];
+    rd_kafka_conf_t *conf = dm_kafka_conf_new(k->c->cfg->kafka_brokers);
+    int64_t low, high, deadline = dm_mono_us() + CATCHUP_TIMEOUT_MS * 1000;
+    size_t room_len = strlen(k->room);
+
+    snprintf(group, sizeof(group), "danmaku-catchup-%ld-%u", (long)getpid(), k->c->catchup_seq);
+    if (dm_kafka_conf_set(conf, "group.id", group, err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
+        dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.partition.eof", "true", err) < 0 ||
+        dm_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return;
+    }
+    /* Records before the log start are gone: no exact resume from there. */
+    if (rd_kafka_query_watermark_offsets(rk, k->c->cfg->kafka_topic, k->partition, &low, &high,
+                                         CATCHUP_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        k->after + 1 < low || high < k->before)
+        goto out;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, k->c->cfg->kafka_topic, k->partition)->offset =
+        k->after + 1;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        goto out;
+    while (dm_mono_us() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m == NULL)
+            continue;
+        bool stop = false;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            stop = true;
+            k->ok = m->offset >= k->before;
+        } else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            stop = true;
+        } else if (m->offset >= k->before) {
+            stop = true;
+            k->ok = true;
+        } else {
+            if (m->key_len == room_len && memcmp(m->key, k->room, room_len) == 0) {
+                if (k->n >= k->max_records)
+                    stop = true; /* more than the retention window: not ok */
+                else
+                    catchup_keep(k, m);
+            }
+            if (!stop && m->offset + 1 >= k->before) {
+                stop = true;
+                k->ok = true;
+            }
+        }
+        rd_kafka_message_destroy(m);
+        if (stop)
+            break;
+    }
+out:
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+static void *run_catchup(void *arg)
+{
+    struct catchup *k = arg;
+    struct dm_consumer *c = k->c;
+    char b = 'c';
+
+    catchup_read(k);
+    pthread_mutex_lock(&c->lock);
+    k->next = c->catchups_done;
+    c->catchups_done = k;
+    pthread_mutex_unlock(&c->lock);
+    if (write(c->done_pipe[1], &b, 1) < 0) {
+        /* The pipe is full only when many wake-ups are pending already. */
+    }
+    return NULL;
+}
+
+static void finish_catchup(struct catchup *k)
+{
+    pthread_join(k->thread, NULL);
+    k->c->running_catchups--;
+    k->cb(k->ok, k->recs, k->n, k->arg);
+    for (size_t i = 0; i < k->n; i++)
+        free(k->recs[i].value);
+    free(k->recs);
+    free(k);
+}
+
+int dm_consumer_catchup(struct dm_consumer *c, int32_t partition, const char *room, int64_t after,
+                        int64_t before, size_t max_records, dm_consumer_catchup_cb cb, void *arg)
+{
+    DM_CHECK_OBJ(c, DM_CONSUMER_MAGIC);
+    if (c->running_catchups >= CATCHUP_MAX)
+        return -1;
+    struct catchup *k = dm_calloc(1, sizeof(*k));
+    k->c = c;
+    k->partition = partition;
+    snprintf(k->room, sizeof(k->room), "%s", room);
+    k->after = after;
+    k->before = before;
+    k->max_records = max_records;
+    k->cb = cb;
+    k->arg = arg;
+    c->catchup_seq++;
+    if (pthread_create(&k->thread, NULL, run_catchup, k) != 0)
+        DM_PANIC("pthread_create failed");
+    c->running_catchups++;
+    return 0;
+}
+
 static void start_lookup(struct dm_consumer *c, int32_t partition)
 {
     struct lookup *l = dm_calloc(1, sizeof(*l));
@@ -197,8 +351,15 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&c->lock);
     list = c->done;
     c->done = NULL;
+    struct catchup *finished = c->catchups_done;
+    c->catchups_done = NULL;
     pthread_mutex_unlock(&c->lock);
 
+    while (finished != NULL) {
+        struct catchup *k = finished;
+        finished = k->next;
+        finish_catchup(k);
+    }
     while ((l = list) != NULL) {
         list = l->next;
         pthread_join(l->thread, NULL);
@@ -297,12 +458,20 @@ void dm_consumer_free(struct dm_consumer *c)
     if (c == NULL)
         return;
     DM_CHECK_OBJ(c, DM_CONSUMER_MAGIC);
-    /* Lookups end within LOOKUP_TIMEOUT_MS; wait for each to report. */
-    while (c->running_lookups > 0) {
+    /* Lookups and catch-ups end within their timeouts; wait for each to
+     * report (a catch-up's callback still fires, with what it got). */
+    while (c->running_lookups > 0 || c->running_catchups > 0) {
         pthread_mutex_lock(&c->lock);
         struct lookup *list = c->done;
         c->done = NULL;
+        struct catchup *finished = c->catchups_done;
+        c->catchups_done = NULL;
         pthread_mutex_unlock(&c->lock);
+        while (finished != NULL) {
+            struct catchup *k = finished;
+            finished = k->next;
+            finish_catchup(k);
+        }
         if (list == NULL) {
             usleep(10 * 1000);
             continue;

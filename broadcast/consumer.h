@@ -8,6 +8,7 @@
 #ifndef DM_BROADCAST_CONSUMER_H
 #define DM_BROADCAST_CONSUMER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,28 @@ unsigned long dm_consumer_errors(const struct dm_consumer *c);
 /* The partition's log end as last reported by the broker (cached, no
  * request), or -1 when unknown: for the lag gauge. */
 int64_t dm_consumer_high_watermark(struct dm_consumer *c, int32_t partition);
+
+/* One record of a room read back by a catch-up. */
+struct dm_catchup_record {
+    int64_t offset;
+    int64_t ts_ms;
+    char *value;
+    size_t len;
+};
+
+/* A catch-up finished: ok with the room's records in offset order (owned
+ * by the consumer, valid during the call), or not ok (the range is gone
+ * from Kafka, holds more than max_records of the room, or the broker did
+ * not answer in time). Fires from the event loop. */
+typedef void (*dm_consumer_catchup_cb)(bool ok, const struct dm_catchup_record *recs, size_t n,
+                                       void *arg);
+
+/* Reads partition from after+1 up to before (exclusive) on a short-lived
+ * reader of its own, off the event loop, keeping the records keyed room.
+ * Returns 0 when started (cb fires once), -1 when too many catch-ups run
+ * already (cb never fires). room is copied. */
+int dm_consumer_catchup(struct dm_consumer *c, int32_t partition, const char *room, int64_t after,
+                        int64_t before, size_t max_records, dm_consumer_catchup_cb cb, void *arg);
 
 /* Stops reading partition. A pending acquire is abandoned (on_ready will
  * not fire for it). No-op if not acquired. */

@@ -18,6 +18,7 @@
 
 struct dm_conn;
 struct dm_room;
+struct dm_catchup_req;
 
 /* A member is embedded nowhere else: created by dm_rooms_join, freed by
  * dm_rooms_leave. conn_link is owned by the connection's list. */
@@ -27,6 +28,7 @@ struct dm_member {
     bool live;   /* receives records; false until the partition is positioned */
     bool resume; /* asked to resume after resume_offset of stream resume_epoch */
     int64_t resume_offset, resume_epoch;
+    struct dm_catchup_req *catchup; /* reading what it missed back from Kafka; owned by bcast.c */
     TAILQ_ENTRY(dm_member) room_link;
     LIST_ENTRY(dm_member) conn_link;
 };

@@ -33,6 +33,8 @@ DM_METRIC(DELIVERY_BYTES, COUNTER, delivery_bytes, "", B,
           "Bytes of comment frames queued to viewers")
 DM_METRIC(DENSITY_SKIPPED, COUNTER, density_skipped, "", B,
           "Comments not sent to a viewer by density control")
+DM_METRIC(CATCHUP_RECOVERED, COUNTER, catchup_recovered, "", B,
+          "Resumes served exactly by reading the missed comments back from Kafka")
 DM_METRIC(FANOUT_LATENCY, HISTOGRAM, fanout_latency_seconds, "", B,
           "Time from a record's timestamp to its frame queued to a viewer")
 

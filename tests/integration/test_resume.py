@@ -96,26 +96,97 @@ def test_unknown_epoch_or_too_old_is_not_recovered(nodes):
     late.close()
 
 
-def test_epochs_agree_across_nodes_and_a_stranger_node_says_not_recovered(nodes):
+def test_resume_on_another_node_reads_the_gap_back_from_kafka(nodes):
     ingest, bcast = nodes
     room = "nodes-" + uuid.uuid4().hex[:8]
+    token = mint("ole")
     other = start_broadcast()
     try:
         a = connect(bcast.port, room)
         b = connect(other.port, room)
         ja, jb = a.recv_json(timeout=20), b.recv_json(timeout=20)
         assert ja["epoch"] == jb["epoch"] > 0
-        first = post(ingest, room, 1, mint("ole"))[0]
-        assert a.recv_json()["offset"] == first["offset"]
+        seen = [a.recv_json()["offset"] for _ in post(ingest, room, 2, token)]
+        for _ in seen:
+            b.recv_json()
         b.close()
-        # A node that did not hold the room's history before the offset
-        # cannot prove what came after it. (Cross-node catch-up reads from
-        # Kafka: see issue 4's notes.)
+        a.sock.close()  # the viewer of node one loses its connection...
+        missed = post(ingest, room, 5, token)
+        # ...and comes back on node two, which never sent it anything.
         c = connect(other.port)
-        c.send_json({"op": "join", "room": room, "offset": ja["offset"] - 5,
-                     "epoch": ja["epoch"]})
-        assert c.recv_json(timeout=20)["recovered"] is False
+        c.send_json({"op": "join", "room": room, "offset": seen[-1], "epoch": ja["epoch"]})
+        msg = c.recv_json(timeout=20)
+        assert msg["op"] == "joined" and msg["recovered"] is True and msg["offset"] == seen[-1]
+        got = [c.recv_json() for _ in missed]
+        assert [m["data"]["id"] for m in got] == [x["id"] for x in missed]
+        live = post(ingest, room, 1, token)
+        assert c.recv_json()["offset"] == live[0]["offset"]
+        c.send_json({"op": "ping", "id": 2})
+        assert c.recv_json() == {"op": "pong", "id": 2}
         c.close()
-        a.close()
     finally:
         other.assert_clean_exit()
+
+
+def test_killed_node_viewers_recover_on_the_survivor_with_no_gap(nodes):
+    """Two nodes serve a room while comments flow; one is killed with SIGKILL;
+    its viewers reconnect to the survivor with their (epoch, offset) and end
+    up with every comment exactly once, in order."""
+    import signal
+    import threading
+    ingest, _ = nodes
+    room = "kill-" + uuid.uuid4().hex[:8]
+    token = mint("pat")
+    survivor = start_broadcast()  # the default window: 500 comments
+    doomed = start_broadcast()
+    viewers = [connect(doomed.port, room) for _ in range(3)]
+    joined = [v.recv_json(timeout=20) for v in viewers]
+    epoch = joined[0]["epoch"]
+    posted, stop = [], threading.Event()
+
+    def publish():
+        i = 0
+        while not stop.is_set() and i < 400:
+            status, _, body = post_comment(ingest.port, room, f"k{i}", token)
+            assert status == 201
+            posted.append(body)
+            i += 1
+            time.sleep(0.005)
+
+    t = threading.Thread(target=publish)
+    t.start()
+    got = [[] for _ in viewers]
+    while len(posted) < 20:
+        time.sleep(0.01)
+    for i, v in enumerate(viewers):
+        for _ in range(5):
+            got[i].append(v.recv_json()["data"]["id"])
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.proc.wait()
+    # Each viewer drains what reached it before the kill, then resumes.
+    last = []
+    for i, v in enumerate(viewers):
+        offset = None
+        try:
+            while True:
+                msg = v.recv_json(timeout=2)
+                got[i].append(msg["data"]["id"])
+                offset = msg["offset"]
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        last.append(offset)
+    resumed = []
+    for i, off in enumerate(last):
+        ws = connect(survivor.port)
+        ws.send_json({"op": "join", "room": room, "offset": off, "epoch": epoch})
+        msg = ws.recv_json(timeout=20)
+        assert msg["op"] == "joined" and msg["recovered"] is True, msg
+        resumed.append(ws)
+    t.join()
+    stop.set()
+    for i, ws in enumerate(resumed):
+        while len(got[i]) < len(posted):
+            got[i].append(ws.recv_json(timeout=20)["data"]["id"])
+        assert got[i] == [b["id"] for b in posted], f"viewer {i}"
+        ws.close()
+    survivor.assert_clean_exit()
