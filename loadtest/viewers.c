@@ -36,7 +36,8 @@ struct viewer {
     size_t room;
     enum vstate state;
     bool slow;
-    bool resuming; /* reconnecting: join with (epoch, offset) after hello */
+    bool resuming;     /* reconnecting: join with (epoch, offset) after hello */
+    unsigned connects; /* connections made so far: each goes to the next node */
     int64_t epoch;
     struct bufferevent *bev;
     char accept[DM_WS_ACCEPT_LEN + 1];
@@ -378,7 +379,8 @@ static void start_connect(struct viewer *vw)
 {
     struct worker *w = vw->w;
     const struct lt_viewers_config *cfg = &w->v->cfg;
-    struct sockaddr_in *target = &w->v->targets[vw->index % cfg->ntargets];
+    /* Each reconnect goes to the next node, as behind a load balancer. */
+    struct sockaddr_in *target = &w->v->targets[(vw->index + vw->connects++) % cfg->ntargets];
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
