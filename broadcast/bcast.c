@@ -20,6 +20,9 @@
 #include "common/net.h"
 #include "common/proto.h"
 
+/* How long a resume waits for this node to learn its stream's epoch. */
+#define EPOCH_WAIT_MS 5000
+
 /* Room for the viewer frame around a record: the record plus the envelope. */
 #define ENVELOPE_MAX 160
 
@@ -91,10 +94,16 @@ static void on_epoch(int64_t epoch, void *arg)
     if (q->generation == p->generation) {
         p->epoch = epoch > 0 ? epoch : 0;
         p->ready = true;
-        p->next_offset = q->next_offset;
+        /* next_offset moved on with the records read meanwhile. */
         dm_rooms_foreach_in_partition(b->rooms, q->partition, activate_room, b);
     }
     free(q);
+}
+
+static void start_window(struct dm_room *r, void *arg)
+{
+    if (r->window_start == INT64_MAX)
+        dm_room_window_reset(r, *(const int64_t *)arg);
 }
 
 /* Positioned at next_offset: learn the stream's epoch, then go live. */
@@ -107,6 +116,12 @@ static void on_partition_ready(int32_t partition, int64_t next_offset, void *arg
     q->partition = partition;
     q->next_offset = next_offset;
     q->generation = b->parts[partition].generation;
+    /* Records arrive from now on, before the epoch is known: the rooms'
+     * windows are complete from this position, so nothing read while Redis
+     * answers is lost to a viewer. */
+    b->parts[partition].next_offset = next_offset;
+    b->parts[partition].positioned = true;
+    dm_rooms_foreach_in_partition(b->rooms, partition, start_window, &next_offset);
     dm_membership_epoch(b->membership, partition, on_epoch, q);
 }
 
@@ -128,6 +143,7 @@ static void on_partition_reset(int32_t partition, void *arg)
     struct dm_bcast *b = arg;
     dm_metrics_inc(b->m, DM_M_KAFKA_PARTITION_RESETS, 1);
     b->parts[partition].ready = false;
+    b->parts[partition].positioned = false;
     b->parts[partition].generation++;
     dm_rooms_foreach_in_partition(b->rooms, partition, go_offline, NULL);
     if (b->parts[partition].rooms > 0)
@@ -265,6 +281,31 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
     return 0;
 }
 
+/* Resumes that were ahead of this node's stream go live once it caught up. */
+static void check_waiting(struct dm_bcast *b)
+{
+    struct dm_member *m;
+    bool again = true;
+
+    /* go_live may close a connection, which removes its other waiting
+     * members from the list: start over after each one. The list is short. */
+    while (again) {
+        again = false;
+        TAILQ_FOREACH(m, &b->waiting, wait_link) {
+            struct dm_bpart *p = &b->parts[m->room->partition];
+            bool epoch_pending = p->epoch == 0 && dm_now_ms() - m->waiting_since_ms < EPOCH_WAIT_MS;
+            if (!p->ready || epoch_pending ||
+                (m->resume_epoch == p->epoch && m->resume_offset >= p->next_offset))
+                continue;
+            TAILQ_REMOVE(&b->waiting, m, wait_link);
+            m->waiting = false;
+            go_live(b, m);
+            again = true;
+            break;
+        }
+    }
+}
+
 /* End of a consumer batch: one shared block per room, one reference per
  * viewer. */
 static size_t on_flush(void *arg)
@@ -285,6 +326,8 @@ static size_t on_flush(void *arg)
             r->blk_cap = 0;
         }
     }
+    if (!TAILQ_EMPTY(&b->waiting))
+        check_waiting(b);
     return work;
 }
 
@@ -402,6 +445,8 @@ struct dm_member *dm_bcast_join(struct dm_bcast *b, struct dm_conn *conn, const 
 void dm_bcast_start(struct dm_bcast *b, struct dm_member *m)
 {
     struct dm_bpart *p = &b->parts[m->room->partition];
+    if (p->positioned && m->room->window_start == INT64_MAX)
+        dm_room_window_reset(m->room, p->next_offset);
     if (p->ready) {
         if (m->room->window_start == INT64_MAX)
             dm_room_window_reset(m->room, p->next_offset);
@@ -426,6 +471,7 @@ static void on_release_timer(evutil_socket_t fd, short what, void *arg)
     if (p->rooms == 0) {
         dm_consumer_release(ra->b->consumer, ra->partition);
         p->ready = false;
+        p->positioned = false;
         p->generation++;
         /* Without the stream the lingering rooms' windows cannot stay
          * complete. */
@@ -440,6 +486,8 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
     dm_metrics_inc(b->m, DM_M_LEAVES, 1);
     if (m->catchup != NULL)
         m->catchup->m = NULL; /* its answer finds nobody to give it to */
+    if (m->waiting)
+        TAILQ_REMOVE(&b->waiting, m, wait_link);
     dm_membership_changed(b->membership, m->room);
     if (!dm_rooms_leave(b->rooms, m, dm_now_ms()))
         return;
@@ -562,6 +610,39 @@ char *dm_bcast_metrics(struct dm_bcast *b, size_t *len)
     return dm_metrics_render(b->metrics, len);
 }
 
+struct epoch_retry {
+    struct dm_bcast *b;
+    int32_t partition;
+    unsigned generation;
+};
+
+static void on_epoch_retry(int64_t epoch, void *arg)
+{
+    struct epoch_retry *q = arg;
+    struct dm_bpart *p = &q->b->parts[q->partition];
+    if (epoch > 0 && q->generation == p->generation && p->epoch == 0)
+        p->epoch = epoch;
+    free(q);
+}
+
+/* Partitions that went live without their epoch (Redis did not answer)
+ * ask again; resumes waiting for it are decided once it is known. */
+static void retry_epochs(struct dm_bcast *b)
+{
+    for (int64_t i = 0; i < b->cfg->kafka_partitions; i++) {
+        struct dm_bpart *p = &b->parts[i];
+        if (!p->ready || p->epoch != 0)
+            continue;
+        struct epoch_retry *q = dm_malloc(sizeof(*q));
+        q->b = b;
+        q->partition = (int32_t)i;
+        q->generation = p->generation;
+        dm_membership_epoch(b->membership, (int32_t)i, on_epoch_retry, q);
+    }
+    if (!TAILQ_EMPTY(&b->waiting))
+        check_waiting(b);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct dm_bcast *b = arg;
@@ -569,6 +650,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     DM_UNUSED(what);
     int64_t now = dm_now_ms();
     update_gauges(b);
+    retry_epochs(b);
     /* At most one `skipped` notice per room and second. */
     dm_rooms_foreach(b->rooms, notify_skipped, NULL);
     /* Empty rooms linger for resumes, not forever. */
@@ -581,6 +663,20 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
          * table: collecting first keeps the walk safe anyway. */
         dm_rooms_foreach(b->rooms, query_room_online, b);
     }
+}
+
+static void on_flush_conns(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    dm_conns_flush(arg);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    dm_conns_sweep(arg, dm_now_ms());
 }
 
 static void on_close_drain(evutil_socket_t fd, short what, void *arg)
@@ -603,6 +699,7 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     b->node = node;
     TAILQ_INIT(&b->conns);
     TAILQ_INIT(&b->closing);
+    TAILQ_INIT(&b->waiting);
     b->rooms = dm_rooms_new((int32_t)cfg->kafka_partitions);
     b->metrics = dm_metrics_new(DM_METRICS_B);
     b->m = dm_metrics_shard_new(b->metrics);
@@ -610,6 +707,18 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     b->close_drain = event_new(base, -1, 0, on_close_drain, b);
     b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
+    b->flush_ev = event_new(base, -1, 0, on_flush_conns, b);
+    b->sweep = event_new(base, -1, EV_PERSIST, on_sweep, b);
+    /* Timeouts are checked this often: a quarter of the shortest, within
+     * 50 ms .. 1 s. */
+    int64_t shortest = cfg->handshake_timeout_ms < cfg->idle_timeout_ms ? cfg->handshake_timeout_ms
+                                                                        : cfg->idle_timeout_ms;
+    int64_t every = shortest / 4 < 50 ? 50 : shortest / 4 > 1000 ? 1000 : shortest / 4;
+    struct timeval sweep_tv = dm_timeval_ms(every);
+    if (b->flush_ev == NULL || b->sweep == NULL || event_add(b->sweep, &sweep_tv) < 0) {
+        snprintf(err, DM_ERRLEN, "cannot register node events");
+        goto fail;
+    }
     struct timeval second = dm_timeval_ms(1000);
     if (b->close_drain == NULL || b->heartbeat == NULL || b->tick == NULL ||
         event_add(b->heartbeat, &tv) < 0 || event_add(b->tick, &second) < 0) {
@@ -688,6 +797,10 @@ void dm_bcast_free(struct dm_bcast *b)
         event_free(b->heartbeat);
     if (b->tick != NULL)
         event_free(b->tick);
+    if (b->flush_ev != NULL)
+        event_free(b->flush_ev);
+    if (b->sweep != NULL)
+        event_free(b->sweep);
     if (b->close_drain != NULL)
         event_free(b->close_drain);
     free(b);

@@ -28,12 +28,14 @@ struct dm_member;
 struct dm_room;
 
 TAILQ_HEAD(dm_conn_list, dm_conn);
+TAILQ_HEAD(dm_waiting_list, dm_member);
 
 /* Per partition of the topic: how many local rooms need it and where the
  * stream stands. */
 struct dm_bpart {
     unsigned rooms;        /* local rooms hashing here */
-    bool ready;            /* assigned and positioned: members can go live */
+    bool positioned;       /* assigned at next_offset: records flow into windows */
+    bool ready;            /* positioned and its epoch known: members can go live */
     int64_t next_offset;   /* every record from here on will be delivered */
     int64_t epoch;         /* of the partition's stream (Redis); 0 when unknown */
     unsigned generation;   /* bumped when released or reset: stale answers are ignored */
@@ -52,7 +54,11 @@ struct dm_bcast {
     struct dm_metrics_shard *m;      /* this loop's shard */
     unsigned long redis_errors_seen; /* last error totals already counted */
     unsigned long consumer_errors_seen;
-    struct dm_room *dirty; /* rooms with frames of this round to fan out */
+    struct dm_room *dirty;          /* rooms with frames of this round to fan out */
+    struct dm_waiting_list waiting; /* resumes ahead of this node's stream */
+    struct dm_conn *flushq;         /* connections with output queued this pass */
+    struct event *flush_ev;         /* writes them, after the callbacks that queued it */
+    struct event *sweep;            /* timeouts of every connection */
     struct dm_rooms *rooms;
     struct dm_bpart *parts;    /* cfg->kafka_partitions entries */
     struct dm_conn_list conns; /* open and closing connections */

@@ -1,12 +1,25 @@
-/* Viewer connections: handshake, frames, client messages, one close path. */
+/* Viewer connections: handshake, frames, client messages, one close path.
+ *
+ * I/O is done here directly on the socket rather than through bufferevents:
+ * a connection holds one embedded event, no input buffer while idle, and an
+ * output queue of references to shared frames. Everything queued during one
+ * pass of the event loop goes out in one writev per viewer (the node's flush
+ * event runs after the callbacks that queued it); EV_WRITE is armed only
+ * when the socket would block. Timeouts are checked by a node-wide sweep,
+ * so an idle viewer costs no timer. */
 #include "broadcast/conn.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "broadcast/bcast.h"
 #include "broadcast/demo.h"
@@ -22,17 +35,37 @@
 
 #define DM_CONN_MAGIC  0x636f6e6eu
 #define SUBPROTOCOL    "danmaku.v1"
-#define WRITE_CHUNK    (1024 * 1024)
 #define CLOSE_FLUSH_MS 2000 /* how long a closing peer gets to take our last bytes */
+#define IOV_BATCH      64   /* frames per writev */
+#define READ_MIN       4096 /* free input space asked of each read */
 
 enum conn_state { CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSING };
+
+/* A queued frame; off counts the bytes of the head entry already written. */
+struct out_entry {
+    struct dm_frame *f;
+    uint32_t off;
+};
 
 struct dm_conn {
     unsigned magic;
     enum conn_state state;
+    bool want_write;   /* the event waits for writability too */
+    bool flush_queued; /* in b->flushq */
+    bool deferred;     /* handed to the close drain */
     uint64_t id;
     struct dm_bcast *b;
-    struct bufferevent *bev;        /* owned, closes the socket */
+    evutil_socket_t fd; /* owned */
+    struct event ev;    /* owned, embedded */
+    /* Input: only while bytes wait to be parsed. */
+    unsigned char *in;
+    uint32_t in_len, in_cap;
+    /* Output: a ring of frame references. */
+    struct out_entry *out;
+    uint32_t out_head, out_len, out_cap;
+    size_t out_bytes;
+    int64_t last_read_ms;           /* idle timeout */
+    int64_t state_since_ms;         /* handshake deadline, close flush deadline */
     LIST_HEAD(, dm_member) members; /* rooms joined; members owned by the room table */
     unsigned nrooms;
     struct dm_ws_msg msg; /* fragmented message being received */
@@ -40,8 +73,8 @@ struct dm_conn {
     size_t frag_len;
     uint16_t peer_close_code;     /* echoed in our close frame */
     struct dm_jwt_claims *claims; /* owned; NULL: anonymous */
-    struct event *handshake;      /* deadline for the whole handshake; NULL once open */
     TAILQ_ENTRY(dm_conn) link;    /* b->conns or b->closing */
+    struct dm_conn *next_flush;   /* b->flushq */
 };
 
 static const struct {
@@ -68,74 +101,58 @@ static const struct {
     [DM_CLOSE_POLICY] = {"policy", DM_WS_CLOSE_POLICY, true, DM_M_WS_CLOSED_POLICY},
 };
 
-static void on_client_read(struct bufferevent *bev, void *arg);
-static void on_client_event(struct bufferevent *bev, short what, void *arg);
+static void on_conn_io(evutil_socket_t fd, short what, void *arg);
 
-/* The handshake has a deadline, not just an idle timeout: a peer trickling
- * one header byte at a time must not hold a connection open. */
-static void on_handshake_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    struct dm_conn *c = arg;
-    DM_UNUSED(fd);
-    DM_UNUSED(what);
-    dm_conn_close(c, DM_CLOSE_HANDSHAKE_TIMEOUT);
-}
+/* ---- the socket event ---- */
 
-static void stop_handshake_timer(struct dm_conn *c)
+/* (Re)registers the connection's one event: reading unless closing,
+ * writing only while the socket would block. */
+static void watch(struct dm_conn *c, bool want_write)
 {
-    if (c->handshake != NULL) {
-        event_free(c->handshake);
-        c->handshake = NULL;
-    }
-}
+    short what =
+        EV_PERSIST | (c->state != CONN_CLOSING ? EV_READ : 0) | (want_write ? EV_WRITE : 0);
 
-static void set_read_timeout(struct dm_conn *c, int64_t ms)
-{
-    struct timeval tv = dm_timeval_ms(ms);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    if (event_initialized(&c->ev))
+        event_del(&c->ev);
+    c->want_write = want_write;
+    if (!(what & (EV_READ | EV_WRITE)))
+        return;
+    event_assign(&c->ev, c->b->base, c->fd, what, on_conn_io, c);
+    event_add(&c->ev, NULL);
 }
 
 void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd)
 {
-    struct dm_conn *c;
-    struct bufferevent *bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct dm_conn *c = dm_calloc(1, sizeof(*c));
+    int one = 1;
 
-    if (bev == NULL) {
-        evutil_closesocket(fd);
-        return;
-    }
-    c = dm_calloc(1, sizeof(*c));
+    /* Frames are already gathered per pass: Nagle would only add delay. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    evutil_make_socket_nonblocking(fd);
     c->magic = DM_CONN_MAGIC;
     c->state = CONN_HANDSHAKE;
     c->id = ++b->next_conn_id;
     c->b = b;
-    c->bev = bev;
+    c->fd = fd;
+    c->last_read_ms = c->state_since_ms = dm_now_ms();
     LIST_INIT(&c->members);
     dm_ws_msg_init(&c->msg);
     TAILQ_INSERT_TAIL(&b->conns, c, link);
     b->nconns++;
-
-    /* Reading stops above this mark, which bounds the input buffer: a
-     * frame over max_message is refused as soon as its header is in. */
-    bufferevent_setwatermark(bev, EV_READ, 0,
-                             (size_t)(b->cfg->max_message + b->cfg->max_header) * 2);
-    /* libevent writes at most 16 KiB per call by default; fan-out wants
-     * everything pending for a viewer in one writev. */
-    bufferevent_set_max_single_write(bev, WRITE_CHUNK);
-    bufferevent_setcb(bev, on_client_read, NULL, on_client_event, c);
-    set_read_timeout(c, b->cfg->handshake_timeout_ms);
-    c->handshake = evtimer_new(b->base, on_handshake_deadline, c);
-    DM_AN(c->handshake);
-    struct timeval deadline = dm_timeval_ms(b->cfg->handshake_timeout_ms);
-    evtimer_add(c->handshake, &deadline);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    watch(c, false);
 }
 
 static void conn_free(struct dm_conn *c)
 {
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
-    DM_ASSERT(c->state == CONN_CLOSING);
-    bufferevent_free(c->bev);
+    DM_ASSERT(c->state == CONN_CLOSING && !c->flush_queued);
+    if (event_initialized(&c->ev))
+        event_del(&c->ev);
+    evutil_closesocket(c->fd);
+    for (uint32_t i = 0; i < c->out_len; i++)
+        dm_frame_unref(c->out[(c->out_head + i) % c->out_cap].f);
+    free(c->out);
+    free(c->in);
     free(c->frag);
     if (c->claims != NULL) {
         dm_jwt_claims_fini(c->claims);
@@ -145,14 +162,15 @@ static void conn_free(struct dm_conn *c)
     free(c);
 }
 
-/* Moves c to the node's closing list; on_close_drain frees it later, so a
+/* Moves c to the node's closing list; the close drain frees it later, so a
  * callback of c never returns into freed memory. */
 static void defer_free(struct dm_conn *c)
 {
     struct dm_bcast *b = c->b;
 
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (event_initialized(&c->ev))
+        event_del(&c->ev);
+    c->deferred = true;
     TAILQ_REMOVE(&b->conns, c, link);
     TAILQ_INSERT_TAIL(&b->closing, c, link);
     b->nconns--;
@@ -161,8 +179,12 @@ static void defer_free(struct dm_conn *c)
 
 void dm_conns_free_closing(struct dm_bcast *b)
 {
-    struct dm_conn *c;
-    while ((c = TAILQ_FIRST(&b->closing)) != NULL) {
+    struct dm_conn *c, *next;
+    for (c = TAILQ_FIRST(&b->closing); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        /* Still on the flush list: the flush pass lets it go, then we come back. */
+        if (c->flush_queued)
+            continue;
         TAILQ_REMOVE(&b->closing, c, link);
         conn_free(c);
     }
@@ -170,27 +192,143 @@ void dm_conns_free_closing(struct dm_bcast *b)
 
 /* ---- output ---- */
 
-static void on_frame_released(const void *data, size_t len, void *arg)
+static void mark_dirty(struct dm_conn *c)
 {
-    DM_UNUSED(data);
-    DM_UNUSED(len);
-    dm_frame_unref(arg);
+    struct dm_bcast *b = c->b;
+    /* A connection waiting for writability is flushed by its own event. */
+    if (c->flush_queued || c->want_write || c->deferred)
+        return;
+    c->flush_queued = true;
+    c->next_flush = b->flushq;
+    if (b->flushq == NULL)
+        event_active(b->flush_ev, EV_TIMEOUT, 0);
+    b->flushq = c;
+}
+
+/* Appends a reference to f (the caller keeps its own). */
+static void enqueue(struct dm_conn *c, struct dm_frame *f)
+{
+    if (c->out_len == c->out_cap) {
+        uint32_t cap = c->out_cap ? c->out_cap * 2 : 8;
+        struct out_entry *q = dm_malloc(cap * sizeof(*q));
+        for (uint32_t i = 0; i < c->out_len; i++)
+            q[i] = c->out[(c->out_head + i) % c->out_cap];
+        free(c->out);
+        c->out = q;
+        c->out_cap = cap;
+        c->out_head = 0;
+    }
+    c->out[(c->out_head + c->out_len) % c->out_cap] = (struct out_entry){f, 0};
+    c->out_len++;
+    c->out_bytes += f->len;
+    dm_frame_ref(f);
+    mark_dirty(c);
+}
+
+/* Writes what is queued: one writev of up to IOV_BATCH frames at a time,
+ * until the queue is empty or the socket would block. Returns -1 when the
+ * connection was closed for a socket error. */
+static int flush_conn(struct dm_conn *c)
+{
+    struct iovec iov[IOV_BATCH];
+
+    while (c->out_len > 0) {
+        uint32_t n = c->out_len < IOV_BATCH ? c->out_len : IOV_BATCH;
+        size_t want = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            struct out_entry *e = &c->out[(c->out_head + i) % c->out_cap];
+            iov[i].iov_base = e->f->data + e->off;
+            iov[i].iov_len = e->f->len - e->off;
+            want += iov[i].iov_len;
+        }
+        ssize_t w = writev(c->fd, iov, (int)n);
+        if (w < 0) {
+            int e = errno;
+            if (e == EINTR)
+                continue;
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                if (!c->want_write)
+                    watch(c, true);
+                return 0;
+            }
+            DM_LOG(DM_LOG_DEBUG, "msg=\"write failed\" conn=%llu err=\"%s\"",
+                   (unsigned long long)c->id, strerror(e));
+            c->out_bytes = 0; /* nothing more will be written */
+            dm_conn_close(c, DM_CLOSE_SOCKET_ERROR);
+            return -1;
+        }
+        dm_metrics_inc(c->b->m, DM_M_WS_WRITES, 1);
+        size_t left = (size_t)w;
+        uint64_t done = 0;
+        c->out_bytes -= left;
+        while (left > 0) {
+            struct out_entry *e = &c->out[c->out_head];
+            size_t rest = e->f->len - e->off;
+            if (left < rest) {
+                e->off += (uint32_t)left;
+                break;
+            }
+            left -= rest;
+            dm_frame_unref(e->f);
+            c->out_head = (c->out_head + 1) % c->out_cap;
+            c->out_len--;
+            done++;
+        }
+        dm_metrics_inc(c->b->m, DM_M_WS_FRAMES_WRITTEN, done);
+        if ((size_t)w < want) {
+            if (!c->want_write)
+                watch(c, true);
+            return 0;
+        }
+    }
+    /* An idle viewer keeps no queue memory. */
+    free(c->out);
+    c->out = NULL;
+    c->out_cap = c->out_head = 0;
+    if (c->want_write)
+        watch(c, false);
+    if (c->state == CONN_CLOSING && !c->deferred)
+        defer_free(c);
+    return 0;
+}
+
+void dm_conns_flush(struct dm_bcast *b)
+{
+    struct dm_conn *c;
+    while ((c = b->flushq) != NULL) {
+        b->flushq = c->next_flush;
+        c->flush_queued = false;
+        if (c->deferred) {
+            event_active(b->close_drain, EV_TIMEOUT, 0);
+            continue;
+        }
+        flush_conn(c);
+    }
+}
+
+static bool over_bound(struct dm_conn *c, size_t more)
+{
+    return c->out_bytes + more > (size_t)c->b->cfg->max_client_outbuf;
 }
 
 void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
     if (c->state != CONN_OPEN)
         return;
-    if (evbuffer_get_length(out) + f->len > (size_t)c->b->cfg->max_client_outbuf) {
+    if (over_bound(c, f->len)) {
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
         return;
     }
-    dm_frame_ref(f);
-    if (evbuffer_add_reference(out, f->data, f->len, on_frame_released, f) < 0)
-        dm_frame_unref(f);
+    enqueue(c, f);
+}
+
+/* Queues bytes (copied) as they are: HTTP answers and the handshake. */
+static void send_bytes(struct dm_conn *c, const void *bytes, size_t len)
+{
+    struct dm_frame *f = dm_frame_new_raw(bytes, len);
+    enqueue(c, f);
+    dm_frame_unref(f);
 }
 
 /* Queues one frame (copied). Every frame but the close frame counts
@@ -198,19 +336,18 @@ void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
  * not grow our memory. */
 static void send_raw_frame(struct dm_conn *c, uint8_t opcode, const void *payload, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    uint8_t hdr[DM_WS_MAX_HEADER];
-
-    if (opcode != DM_WS_OP_CLOSE &&
-        evbuffer_get_length(out) + len > (size_t)c->b->cfg->max_client_outbuf) {
+    if (opcode != DM_WS_OP_CLOSE && over_bound(c, len + DM_WS_MAX_HEADER)) {
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
         return;
     }
-    size_t h = dm_ws_frame_header(hdr, opcode, true, len, NULL);
-
-    evbuffer_add(out, hdr, h);
+    struct dm_frame *f = dm_malloc(sizeof(*f) + DM_WS_MAX_HEADER + len);
+    size_t h = dm_ws_frame_header(f->data, opcode, true, len, NULL);
     if (len > 0)
-        evbuffer_add(out, payload, len);
+        memcpy(f->data + h, payload, len);
+    f->len = h + len;
+    f->refs = 1;
+    enqueue(c, f);
+    dm_frame_unref(f);
 }
 
 void dm_conn_send_text(struct dm_conn *c, const char *json, size_t len)
@@ -254,24 +391,8 @@ static void leave_all(struct dm_conn *c)
     c->nrooms = 0;
 }
 
-static void on_closing_write(struct bufferevent *bev, void *arg)
-{
-    struct dm_conn *c = arg;
-    DM_UNUSED(bev);
-    defer_free(c);
-}
-
-static void on_closing_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct dm_conn *c = arg;
-    DM_UNUSED(bev);
-    DM_UNUSED(what);
-    defer_free(c);
-}
-
 void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
 {
-    struct evbuffer *out;
     uint16_t code = close_reasons[reason].ws_code;
 
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
@@ -280,10 +401,9 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
     DM_LOG(DM_LOG_DEBUG, "msg=\"close\" conn=%llu reason=%s", (unsigned long long)c->id,
            close_reasons[reason].name);
     dm_metrics_inc(c->b->m, close_reasons[reason].metric, 1);
-    out = bufferevent_get_output(c->bev);
     /* A slow consumer's pending frames stay: dropping them could cut a
      * frame already half written. Its close frame goes after them, and the
-     * flush timeout ends the wait if it never reads. */
+     * flush deadline ends the wait if it never reads. */
     if (c->state == CONN_OPEN && code != 0) {
         uint8_t payload[DM_WS_MAX_CONTROL];
         if (reason == DM_CLOSE_PEER_CLOSE && c->peer_close_code != 0)
@@ -292,15 +412,11 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason)
         send_raw_frame(c, DM_WS_OP_CLOSE, payload, n);
     }
     leave_all(c);
-    stop_handshake_timer(c);
     c->state = CONN_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-
-    if (close_reasons[reason].flush && evbuffer_get_length(out) > 0) {
-        struct timeval tv = dm_timeval_ms(CLOSE_FLUSH_MS);
-        bufferevent_set_timeouts(c->bev, NULL, &tv);
-        bufferevent_setcb(c->bev, NULL, on_closing_write, on_closing_event, c);
-        bufferevent_enable(c->bev, EV_WRITE);
+    c->state_since_ms = dm_now_ms();
+    if (close_reasons[reason].flush && c->out_len > 0) {
+        watch(c, c->want_write); /* stop reading; the flush frees it when done */
+        mark_dirty(c);
         return;
     }
     defer_free(c);
@@ -496,32 +612,30 @@ static int handle_frame(struct dm_conn *c, const struct dm_ws_frame *f, uint8_t 
     return c->state == CONN_OPEN ? 0 : -1;
 }
 
-static void read_frames(struct dm_conn *c, struct evbuffer *in)
+/* Parses every complete frame in the input from off on; returns where the
+ * next one starts. */
+static size_t read_frames(struct dm_conn *c, size_t off)
 {
     struct dm_ws_frame f;
     uint16_t code = 0;
 
-    while (c->state == CONN_OPEN) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            return;
-        /* The input is bounded by the read watermark, so a pullup is cheap. */
-        uint8_t *data = evbuffer_pullup(in, -1);
-        int rc = dm_ws_frame_parse(data, len, (uint64_t)c->b->cfg->max_message, true, &f, &code);
+    while (c->state == CONN_OPEN && off < c->in_len) {
+        uint8_t *data = c->in + off;
+        int rc = dm_ws_frame_parse(data, c->in_len - off, (uint64_t)c->b->cfg->max_message, true,
+                                   &f, &code);
         if (rc == DM_AGAIN)
-            return;
+            break;
         if (rc == DM_EPROTO) {
             dm_conn_close(c, reason_of_code(code));
-            return;
+            break;
         }
         uint8_t *payload = data + f.header_len;
         dm_ws_unmask(payload, (size_t)f.payload_len, f.mask, 0);
-        int hrc = handle_frame(c, &f, payload);
-        if (c->state != CONN_CLOSING)
-            evbuffer_drain(in, (size_t)rc);
-        if (hrc < 0)
-            return;
+        off += (size_t)rc;
+        if (handle_frame(c, &f, payload) < 0)
+            break;
     }
+    return off;
 }
 
 /* ---- handshake ---- */
@@ -529,11 +643,19 @@ static void read_frames(struct dm_conn *c, struct evbuffer *in)
 static void send_http(struct dm_conn *c, int status, const char *status_text, const char *ctype,
                       const char *body, size_t len)
 {
-    evbuffer_add_printf(bufferevent_get_output(c->bev),
-                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                        status, status_text, ctype, len);
-    evbuffer_add(bufferevent_get_output(c->bev), body, len);
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                     status, status_text, ctype, len);
+    DM_ASSERT(n > 0 && (size_t)n < sizeof(head));
+    struct dm_frame *f = dm_malloc(sizeof(*f) + (size_t)n + len);
+    memcpy(f->data, head, (size_t)n);
+    memcpy(f->data + n, body, len);
+    f->len = (size_t)n + len;
+    f->refs = 1;
+    enqueue(c, f);
+    dm_frame_unref(f);
     dm_conn_close(c, DM_CLOSE_HTTP_DONE);
 }
 
@@ -584,45 +706,44 @@ static void refuse(struct dm_conn *c, int status, const char *reason)
     char buf[512];
     int n = dm_ws_reject_response(buf, sizeof(buf), status, reason);
     if (n > 0)
-        evbuffer_add(bufferevent_get_output(c->bev), buf, (size_t)n);
+        send_bytes(c, buf, (size_t)n);
     dm_conn_close(c, DM_CLOSE_HTTP_DONE);
 }
 
-static void read_handshake(struct dm_conn *c, struct evbuffer *in)
+/* Returns the bytes of the request head consumed (0 while incomplete). */
+static size_t read_handshake(struct dm_conn *c)
 {
     const struct dm_config *cfg = c->b->cfg;
-    size_t len = evbuffer_get_length(in);
-    size_t n = len < (size_t)cfg->max_header ? len : (size_t)cfg->max_header;
+    size_t n = c->in_len < (size_t)cfg->max_header ? c->in_len : (size_t)cfg->max_header;
     struct dm_ws_request req;
     char room[DM_ROOM_MAX + 2], accept[DM_WS_ACCEPT_LEN + 1], resp[512];
     bool has_room;
     size_t hlen;
 
-    int rc = dm_ws_parse_request((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n,
-                                 (size_t)cfg->max_header, &req);
+    int rc = dm_ws_parse_request((const char *)c->in, n, (size_t)cfg->max_header, &req);
     if (rc == DM_AGAIN)
-        return;
+        return 0;
     if (rc == DM_EPROTO) {
         refuse(c, req.status, req.reason);
-        return;
+        return c->in_len;
     }
-    evbuffer_drain(in, (size_t)rc);
+    size_t used = (size_t)rc;
     if (!req.is_upgrade) {
         serve_plain_get(c, &req);
-        return;
+        return used;
     }
     if (strcmp(req.path, "/v1/ws") != 0) {
         refuse(c, 404, "WebSocket endpoint is /v1/ws");
-        return;
+        return used;
     }
     if (!origin_allowed(cfg->ws_allowed_origins, req.origin)) {
         refuse(c, 403, "this Origin may not connect");
-        return;
+        return used;
     }
     has_room = dm_ws_query_param(req.query, "room", room, sizeof(room));
     if (has_room && !dm_room_id_valid(room, strlen(room))) {
         refuse(c, 400, "room must match [A-Za-z0-9_.:-]{1,64}");
-        return;
+        return used;
     }
     char *token = dm_malloc(DM_WS_QUERY_MAX);
     if (dm_ws_query_param(req.query, "token", token, DM_WS_QUERY_MAX)) {
@@ -631,7 +752,7 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
         free(token);
         if (arc < 0) {
             refuse(c, 401, why);
-            return;
+            return used;
         }
     } else {
         free(token);
@@ -642,42 +763,94 @@ static void read_handshake(struct dm_conn *c, struct evbuffer *in)
         dm_ws_response(resp, sizeof(resp), accept,
                        dm_ws_protocol_offered(req.protocols, SUBPROTOCOL) ? SUBPROTOCOL : NULL);
     DM_ASSERT(rlen > 0);
-    evbuffer_add(bufferevent_get_output(c->bev), resp, (size_t)rlen);
+    send_bytes(c, resp, (size_t)rlen);
     c->state = CONN_OPEN;
-    stop_handshake_timer(c);
-    set_read_timeout(c, cfg->idle_timeout_ms);
+    c->state_since_ms = dm_now_ms();
     char *hello = dm_msg_hello(c->b->node, cfg->heartbeat_ms, (int)cfg->max_rooms, &hlen);
     send_owned_json(c, hello, hlen);
     if (has_room)
         join_room(c, room, false, 0, 0);
+    return used;
 }
 
 /* ---- events ---- */
 
-static void on_client_read(struct bufferevent *bev, void *arg)
+/* Reads what the socket has, then handles it. The input buffer exists only
+ * while bytes wait, and is bounded: a head over max_header or a frame over
+ * max_message is refused before it fits. */
+static void do_read(struct dm_conn *c)
 {
-    struct dm_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    const struct dm_config *cfg = c->b->cfg;
+    size_t limit = (size_t)((cfg->max_message + DM_WS_MAX_HEADER > cfg->max_header
+                                 ? cfg->max_message + DM_WS_MAX_HEADER
+                                 : cfg->max_header) *
+                            2);
 
-    DM_CHECK_OBJ(c, DM_CONN_MAGIC);
+    if (c->in_cap - c->in_len < READ_MIN && c->in_cap < limit) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : READ_MIN;
+        cap = cap < limit ? cap : limit;
+        c->in = dm_realloc(c->in, cap);
+        c->in_cap = (uint32_t)cap;
+    }
+    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n == 0) {
+        dm_conn_close(c, DM_CLOSE_EOF);
+        return;
+    }
+    if (n < 0) {
+        int e = errno;
+        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)
+            dm_conn_close(c, DM_CLOSE_SOCKET_ERROR);
+        return;
+    }
+    c->in_len += (uint32_t)n;
+    c->last_read_ms = dm_now_ms();
+
+    size_t used = 0;
     if (c->state == CONN_HANDSHAKE)
-        read_handshake(c, in);
+        used = read_handshake(c);
     if (c->state == CONN_OPEN)
-        read_frames(c, in);
+        used = read_frames(c, used);
+    if (c->state == CONN_CLOSING)
+        return; /* its input no longer matters */
+    if (used > 0) {
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= (uint32_t)used;
+    }
+    if (c->in_len == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
 }
 
-static void on_client_event(struct bufferevent *bev, short what, void *arg)
+static void on_conn_io(evutil_socket_t fd, short what, void *arg)
 {
     struct dm_conn *c = arg;
-    DM_UNUSED(bev);
+    DM_UNUSED(fd);
 
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
-    if (what & BEV_EVENT_TIMEOUT)
-        dm_conn_close(c, c->state == CONN_HANDSHAKE ? DM_CLOSE_HANDSHAKE_TIMEOUT : DM_CLOSE_IDLE);
-    else if (what & BEV_EVENT_EOF)
-        dm_conn_close(c, DM_CLOSE_EOF);
-    else
-        dm_conn_close(c, DM_CLOSE_SOCKET_ERROR);
+    if ((what & EV_WRITE) && flush_conn(c) < 0)
+        return;
+    if ((what & EV_READ) && c->state != CONN_CLOSING)
+        do_read(c);
+}
+
+void dm_conns_sweep(struct dm_bcast *b, int64_t now_ms)
+{
+    const struct dm_config *cfg = b->cfg;
+    struct dm_conn *c, *next;
+
+    for (c = TAILQ_FIRST(&b->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (c->state == CONN_HANDSHAKE && now_ms - c->state_since_ms > cfg->handshake_timeout_ms)
+            dm_conn_close(c, DM_CLOSE_HANDSHAKE_TIMEOUT);
+        else if (c->state == CONN_OPEN && now_ms - c->last_read_ms > cfg->idle_timeout_ms)
+            dm_conn_close(c, DM_CLOSE_IDLE);
+        else if (c->state == CONN_CLOSING && !c->deferred &&
+                 now_ms - c->state_since_ms > CLOSE_FLUSH_MS)
+            defer_free(c); /* it never took its last bytes */
+    }
 }
 
 void dm_conns_ping_all(struct dm_bcast *b)
@@ -695,10 +868,14 @@ void dm_conns_ping_all(struct dm_bcast *b)
 void dm_conns_abort_all(struct dm_bcast *b)
 {
     struct dm_conn *c;
+    /* Nothing is flushed any more. */
+    while ((c = b->flushq) != NULL) {
+        b->flushq = c->next_flush;
+        c->flush_queued = false;
+    }
     while ((c = TAILQ_FIRST(&b->conns)) != NULL) {
         if (c->state != CONN_CLOSING) {
             leave_all(c);
-            stop_handshake_timer(c);
             c->state = CONN_CLOSING;
         }
         defer_free(c);

@@ -54,6 +54,12 @@ void dm_conn_close(struct dm_conn *c, enum dm_close_reason reason);
 
 /* Node-wide sweeps, called by bcast.c. */
 void dm_conns_ping_all(struct dm_bcast *b);
+/* Writes what the connections queued during this pass (the node's flush
+ * event). */
+void dm_conns_flush(struct dm_bcast *b);
+/* Closes connections past their handshake deadline or idle timeout, and
+ * gives up on closing ones that never took their last bytes. */
+void dm_conns_sweep(struct dm_bcast *b, int64_t now_ms);
 /* Closes (1008) the connections whose token expired before now_s. */
 void dm_conns_expire_tokens(struct dm_bcast *b, int64_t now_s);
 /* Frees every connection at once, flushing nothing (node teardown). */

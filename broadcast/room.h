@@ -29,6 +29,9 @@ struct dm_member {
     bool resume; /* asked to resume after resume_offset of stream resume_epoch */
     int64_t resume_offset, resume_epoch;
     struct dm_catchup_req *catchup; /* reading what it missed back from Kafka; owned by bcast.c */
+    bool waiting; /* ahead of this node's stream, or its epoch unknown: node's waiting list */
+    int64_t waiting_since_ms;
+    TAILQ_ENTRY(dm_member) wait_link;
     TAILQ_ENTRY(dm_member) room_link;
     LIST_ENTRY(dm_member) conn_link;
 };

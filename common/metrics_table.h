@@ -33,6 +33,10 @@ DM_METRIC(DELIVERY_BYTES, COUNTER, delivery_bytes, "", B,
           "Bytes of comment frames queued to viewers")
 DM_METRIC(DENSITY_SKIPPED, COUNTER, density_skipped, "", B,
           "Comments not sent to a viewer by density control")
+DM_METRIC(WS_WRITES, COUNTER, ws_writes, "", B,
+          "writev calls to viewers (frames written / writes = frames per write)")
+DM_METRIC(WS_FRAMES_WRITTEN, COUNTER, ws_frames_written, "", B,
+          "Queued frames fully written to viewers (one may hold a batch of comments)")
 DM_METRIC(CATCHUP_RECOVERED, COUNTER, catchup_recovered, "", B,
           "Resumes served exactly by reading the missed comments back from Kafka")
 DM_METRIC(FANOUT_LATENCY, HISTOGRAM, fanout_latency_seconds, "", B,
