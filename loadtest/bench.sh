@@ -115,6 +115,8 @@ BASE="$OUT/$STAMP-$COMMIT"
 
 RUN_NO=0
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system) a process has used so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run NAME LOADTEST-FLAGS...: one scenario; records the broadcast node's
 # RSS before and at the end of the connected phase.
@@ -125,8 +127,10 @@ run() {
         return 0
     fi
     log "scenario $name"
-    local before peak=0 rc=0
+    local before peak=0 rc=0 cpu0 t0 cpu1 t1
     before=$(rss_kb "$BCAST_PID")
+    cpu0=$(cpu_ticks "$BCAST_PID")
+    t0=$(date +%s.%N)
     "${PIN_GEN[@]}" "$BIN/danmaku-loadtest" --ws "$WS" --ingest "$INGEST" \
         --kafka-brokers "$BROKERS" --jwt-secret-file "$SECRET_FILE" --quiet \
         --commit "$COMMIT" --kafka-mode "$KAFKA_MODE" --server-cpus "$SERVER_CPUS" \
@@ -140,8 +144,12 @@ run() {
         sleep 0.5
     done
     wait "$lt" || rc=$?
+    cpu1=$(cpu_ticks "$BCAST_PID")
+    t1=$(date +%s.%N)
+    local cpu_pct
+    cpu_pct=$(python3 -c "import os,sys; print(round(100*(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')/(float(sys.argv[4])-float(sys.argv[3])),1))" "$cpu0" "$cpu1" "$t0" "$t1")
     RUN_NO=$((RUN_NO + 1))
-    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak}" \
+    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"server_cpu_pct\":$cpu_pct}" \
         >"$STATE/$(printf %02d "$RUN_NO")-$name.meta"
     ((rc == 0)) || log "$name: exit status $rc (see the table below)"
     cat "$STATE/$name.out"
@@ -178,6 +186,7 @@ for meta_path in sorted(glob.glob(os.path.join(state, "*.meta"))):
     res["name"] = meta["name"]
     res["exit"] = meta["exit"]
     res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"]}
+    res["server_cpu_pct"] = meta.get("server_cpu_pct")
     runs.append(res)
 bench = {"tool": "danmaku-bench", "server_cpus": server_cpus, "generator_cpus": gen_cpus,
          "kafka": kafka, "runs": runs}
@@ -189,7 +198,8 @@ def ms(us):
 
 print(f"\nbenchmark  servers on CPU {server_cpus}, generator on CPU {gen_cpus}, Kafka {kafka}")
 print(f"{'scenario':<12} {'viewers':>7} {'deliv/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-      f"{'max ms':>7} {'lost':>6} {'dup':>4} {'ooo':>4} {'gen cpu':>7} {'KB/conn':>8}  verdict")
+      f"{'max ms':>7} {'lost':>6} {'dup':>4} {'ooo':>4} {'gen cpu':>7} {'bc cpu':>6} "
+      f"{'KB/conn':>8}  verdict")
 for r in runs:
     s = r.get("summary")
     if s is None:
@@ -203,7 +213,10 @@ for r in runs:
     print(f"{r['name']:<12} {s['viewers']:>7} {s['deliveries_per_s']:>10,.0f} "
           f"{ms(lat.get('p50')):>7} {ms(lat.get('p99')):>7} {ms(lat.get('max')):>7} "
           f"{s['lost']:>6} {s['duplicated']:>4} {s['out_of_order']:>4} "
-          f"{s['generator_cpu_pct']:>6.0f}% {per:>8.2f}  {verdict}")
+          f"{s['generator_cpu_pct']:>6.0f}% {r.get('server_cpu_pct') or 0:>5.0f}% "
+          f"{per:>8.2f}  {verdict}")
+print("gen cpu: the load generator (100% = its core saturated: figures are a lower bound);"
+      " bc cpu: the broadcast node over the whole run, connect and drain included")
 print(f"\nresults: {base}.json, {base}.html (and one file pair per scenario)")
 PY
 if "$BIN/danmaku-loadtest" --render-html "$BASE.json" "$BASE.html" 2>/dev/null; then
