@@ -339,6 +339,24 @@ static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Takes what the helper threads finished: catch-ups are answered here,
+ * lookups are returned for the caller to handle. */
+static struct lookup *take_finished(struct dm_consumer *c)
+{
+    pthread_mutex_lock(&c->lock);
+    struct lookup *list = c->done;
+    c->done = NULL;
+    struct catchup *finished = c->catchups_done;
+    c->catchups_done = NULL;
+    pthread_mutex_unlock(&c->lock);
+    while (finished != NULL) {
+        struct catchup *k = finished;
+        finished = k->next;
+        finish_catchup(k);
+    }
+    return list;
+}
+
 static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
 {
     struct dm_consumer *c = arg;
@@ -348,18 +366,7 @@ static void on_lookup_done(evutil_socket_t fd, short what, void *arg)
 
     while (read(fd, buf, sizeof(buf)) > 0)
         ;
-    pthread_mutex_lock(&c->lock);
-    list = c->done;
-    c->done = NULL;
-    struct catchup *finished = c->catchups_done;
-    c->catchups_done = NULL;
-    pthread_mutex_unlock(&c->lock);
-
-    while (finished != NULL) {
-        struct catchup *k = finished;
-        finished = k->next;
-        finish_catchup(k);
-    }
+    list = take_finished(c);
     while ((l = list) != NULL) {
         list = l->next;
         pthread_join(l->thread, NULL);
@@ -461,17 +468,7 @@ void dm_consumer_free(struct dm_consumer *c)
     /* Lookups and catch-ups end within their timeouts; wait for each to
      * report (a catch-up's callback still fires, with what it got). */
     while (c->running_lookups > 0 || c->running_catchups > 0) {
-        pthread_mutex_lock(&c->lock);
-        struct lookup *list = c->done;
-        c->done = NULL;
-        struct catchup *finished = c->catchups_done;
-        c->catchups_done = NULL;
-        pthread_mutex_unlock(&c->lock);
-        while (finished != NULL) {
-            struct catchup *k = finished;
-            finished = k->next;
-            finish_catchup(k);
-        }
+        struct lookup *list = take_finished(c);
         if (list == NULL) {
             usleep(10 * 1000);
             continue;
