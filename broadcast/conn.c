@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/proto.h"
+#include "common/utf8.h"
 #include "common/ws.h"
 
 #define DM_CONN_MAGIC  0x636f6e6eu
@@ -612,6 +613,31 @@ static int handle_frame(struct dm_conn *c, const struct dm_ws_frame *f, uint8_t 
     return c->state == CONN_OPEN ? 0 : -1;
 }
 
+/* Fail fast: the part of a text frame that has arrived must already be
+ * valid UTF-8, without waiting for the rest (which may never come). The
+ * bytes stay masked in the input; a copy is checked. */
+static bool text_prefix_valid(struct dm_conn *c, const struct dm_ws_frame *f, const uint8_t *data,
+                              size_t avail)
+{
+    bool text = f->opcode == DM_WS_OP_TEXT ||
+                (f->opcode == DM_WS_OP_CONT && c->msg.opcode == DM_WS_OP_TEXT);
+    size_t have = avail - f->header_len;
+
+    if (!text || have == 0)
+        return true;
+    uint8_t *copy = dm_malloc(have);
+    memcpy(copy, data + f->header_len, have);
+    dm_ws_unmask(copy, have, f->mask, 0);
+    struct dm_utf8 u;
+    if (f->opcode == DM_WS_OP_TEXT)
+        dm_utf8_init(&u);
+    else
+        u = c->msg.utf8; /* a continuation goes on from the message so far */
+    bool ok = dm_utf8_feed(&u, copy, have) == 0;
+    free(copy);
+    return ok;
+}
+
 /* Parses every complete frame in the input from off on; returns where the
  * next one starts. */
 static size_t read_frames(struct dm_conn *c, size_t off)
@@ -623,8 +649,11 @@ static size_t read_frames(struct dm_conn *c, size_t off)
         uint8_t *data = c->in + off;
         int rc = dm_ws_frame_parse(data, c->in_len - off, (uint64_t)c->b->cfg->max_message, true,
                                    &f, &code);
-        if (rc == DM_AGAIN)
+        if (rc == DM_AGAIN) {
+            if (f.header_len > 0 && !text_prefix_valid(c, &f, data, c->in_len - off))
+                dm_conn_close(c, DM_CLOSE_BAD_DATA);
             break;
+        }
         if (rc == DM_EPROTO) {
             dm_conn_close(c, reason_of_code(code));
             break;

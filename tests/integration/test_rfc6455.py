@@ -619,12 +619,7 @@ FRAME_ROWS = [
     # Fail fast inside one frame (Autobahn 6.4.3/6.4.4): the bad byte is in
     # the first part of a long frame whose rest never comes.
     pytest.param([frame(TEXT, b'{"op":"ping","pad":"\xff' + b"a" * 900)[:40]], [closed(1007)],
-                 id="utf8-invalid-in-first-bytes-of-a-frame-1007-before-its-end",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "UTF-8 is validated only once a whole frame is in: "
-                     "dm_ws_frame_parse returns DM_AGAIN until header_len + payload_len "
-                     "bytes arrived, so a bad byte at the start of a long frame gets no "
-                     "1007 until the rest of the frame comes (the node just waits)"))),
+                 id="utf8-invalid-in-first-bytes-of-a-frame-1007-before-its-end"),
     # -- close handshake
     pytest.param([frame(CLOSE, b"")], [closed(1000, None)], id="close-empty-payload-answered"),
     pytest.param([frame(CLOSE, close_payload(1000, b"bye"))], [closed(1000)],
