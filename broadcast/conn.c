@@ -821,6 +821,12 @@ static void do_read(struct dm_conn *c)
         c->in = dm_realloc(c->in, cap);
         c->in_cap = (uint32_t)cap;
     }
+    if (c->in_len == c->in_cap) {
+        /* Cannot happen with the parser's own limits (431, 1009 come first);
+         * if it did, waiting would never end. */
+        dm_conn_close(c, c->state == CONN_HANDSHAKE ? DM_CLOSE_HTTP_DONE : DM_CLOSE_TOO_BIG);
+        return;
+    }
     ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
     if (n == 0) {
         dm_conn_close(c, DM_CLOSE_EOF);
