@@ -53,6 +53,7 @@ struct catchup {
     char room[DM_ROOM_MAX + 1];
     int64_t after, before;
     size_t max_records;
+    unsigned seq; /* names its throwaway consumer group */
     dm_consumer_catchup_cb cb;
     void *arg;
     bool ok;
@@ -191,7 +192,7 @@ static void catchup_read(struct catchup *k)
     int64_t low, high, deadline = dm_mono_us() + CATCHUP_TIMEOUT_MS * 1000;
     size_t room_len = strlen(k->room);
 
-    snprintf(group, sizeof(group), "danmaku-catchup-%ld-%u", (long)getpid(), k->c->catchup_seq);
+    snprintf(group, sizeof(group), "danmaku-catchup-%ld-%u", (long)getpid(), k->seq);
     if (dm_kafka_conf_set(conf, "group.id", group, err) < 0 ||
         dm_kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
         dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0 ||
@@ -294,7 +295,7 @@ int dm_consumer_catchup(struct dm_consumer *c, int32_t partition, const char *ro
     k->max_records = max_records;
     k->cb = cb;
     k->arg = arg;
-    c->catchup_seq++;
+    k->seq = ++c->catchup_seq;
     if (pthread_create(&k->thread, NULL, run_catchup, k) != 0)
         DM_PANIC("pthread_create failed");
     c->running_catchups++;
