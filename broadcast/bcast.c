@@ -43,12 +43,33 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
     struct dm_conn *conn = m->conn;
     struct dm_bpart *p = &b->parts[r->partition];
     int64_t now = dm_now_ms(), after = m->resume_offset;
-    bool resumable = m->resume && m->resume_epoch == p->epoch && after < p->next_offset;
+
+    /* The viewer saw more of the stream (on another node or worker) than
+     * this one has read yet, or this one does not know the stream's epoch
+     * yet (Redis slow or away): it waits, then goes live with neither a gap
+     * nor a comment twice. The epoch wait is bounded. */
+    int64_t since = m->waiting ? m->waiting_since_ms : now;
+    bool epoch_pending = p->epoch == 0 && now - since < EPOCH_WAIT_MS;
+    if (m->resume && ((m->resume_epoch == p->epoch && after >= p->next_offset) || epoch_pending)) {
+        if (!m->waiting) {
+            m->waiting = true;
+            m->waiting_since_ms = now;
+            TAILQ_INSERT_TAIL(&b->waiting, m, wait_link);
+        }
+        return;
+    }
+    bool resumable = m->resume && m->resume_epoch == p->epoch;
     bool recovered = resumable && dm_room_window_covers(r, after, now, b->cfg->recovery_age_ms);
 
     /* Not all of it here: read the rest back from Kafka first. */
     if (resumable && !recovered && start_catchup(b, m))
         return;
+    if (m->resume && !recovered)
+        DM_LOG(DM_LOG_INFO,
+               "msg=\"resume not recovered\" room=%s after=%lld epoch=%lld stream_epoch=%lld "
+               "next_offset=%lld window_start=%lld",
+               r->name, (long long)after, (long long)m->resume_epoch, (long long)p->epoch,
+               (long long)p->next_offset, (long long)r->window_start);
     m->live = true;
     m->resume = false;
     /* Sending may close a viewer over its output bound, which frees m:
@@ -375,6 +396,11 @@ static void on_catchup(bool ok, const struct dm_catchup_record *recs, size_t n, 
                  (n == 0 || recs[0].ts_ms >= now - b->cfg->recovery_age_ms) &&
                  n + r->win_len <= (size_t)b->cfg->recovery_window;
     if (!exact) {
+        DM_LOG(DM_LOG_INFO,
+               "msg=\"catch-up not exact\" room=%s ok=%d n=%zu after=%lld before=%lld "
+               "window_start=%lld win_len=%u",
+               r->name, ok, n, (long long)q->after, (long long)q->before,
+               (long long)r->window_start, r->win_len);
         m->resume = false;
         go_live(b, m);
         free(q);
@@ -556,7 +582,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     DM_UNUSED(addr);
     DM_UNUSED(socklen);
 
-    if (b->draining || b->nconns >= (size_t)b->cfg->max_connections) {
+    if (b->draining || b->nconns >= b->max_connections) {
         dm_metrics_inc(b->m, DM_M_CONNECTIONS_REFUSED, 1);
         evutil_closesocket(fd);
         return;
@@ -687,12 +713,13 @@ static void on_close_drain(evutil_socket_t fd, short what, void *arg)
 }
 
 struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
-                              const char *node, char err[DM_ERRLEN])
+                              const char *node, struct dm_metrics *metrics, int listen_fd,
+                              size_t max_connections, char err[DM_ERRLEN])
 {
     struct dm_bcast *b = dm_calloc(1, sizeof(*b));
     int64_t hb = cfg->heartbeat_ms;
     struct timeval tv = dm_timeval_ms(hb);
-    int fd;
+    int fd = listen_fd;
 
     b->base = base;
     b->cfg = cfg;
@@ -701,8 +728,9 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     TAILQ_INIT(&b->closing);
     TAILQ_INIT(&b->waiting);
     b->rooms = dm_rooms_new((int32_t)cfg->kafka_partitions);
-    b->metrics = dm_metrics_new(DM_METRICS_B);
-    b->m = dm_metrics_shard_new(b->metrics);
+    b->metrics = metrics;
+    b->m = dm_metrics_shard_new(metrics);
+    b->max_connections = max_connections;
     b->parts = dm_calloc((size_t)cfg->kafka_partitions, sizeof(*b->parts));
     b->close_drain = event_new(base, -1, 0, on_close_drain, b);
     b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
@@ -739,23 +767,19 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     if (b->consumer == NULL)
         goto fail;
 
-    fd = dm_net_listen(cfg->listen_host, (int)cfg->ws_port, 4096, false, err);
-    if (fd < 0)
-        goto fail;
     b->listener = evconnlistener_new(base, on_accept, b, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    fd = -1; /* the listener owns it, or it is closed below */
     if (b->listener == NULL) {
-        evutil_closesocket(fd);
+        evutil_closesocket(listen_fd);
         snprintf(err, DM_ERRLEN, "cannot listen for viewers");
         goto fail;
     }
     evconnlistener_set_error_cb(b->listener, on_accept_error);
-    int port = dm_net_bound_port(fd);
-    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d", cfg->listen_host, port);
-    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
-        goto fail;
     return b;
 
 fail:
+    if (fd >= 0)
+        evutil_closesocket(fd);
     dm_bcast_free(b);
     return NULL;
 }
@@ -784,7 +808,6 @@ void dm_bcast_free(struct dm_bcast *b)
     dm_consumer_free(b->consumer);
     dm_membership_free(b->membership);
     dm_jwt_verifier_free(b->verifier);
-    dm_metrics_free(b->metrics);
     for (int64_t i = 0; b->parts != NULL && i < b->cfg->kafka_partitions; i++) {
         if (b->parts[i].release != NULL) {
             free(event_get_callback_arg(b->parts[i].release));

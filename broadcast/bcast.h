@@ -70,12 +70,17 @@ struct dm_bcast {
     int64_t next_online_ms; /* when the next online pushes go out */
     uint64_t next_conn_id;
     bool draining; /* SIGTERM: no new connections */
+    size_t max_connections;
 };
 
-/* Builds the node: rooms, Kafka consumer, listener. All arguments borrowed.
- * NULL with err on a startup error. */
+/* Builds one worker of the node: rooms, Kafka consumer, viewers accepted
+ * from listen_fd (taken over; every worker has its own, SO_REUSEPORT, so
+ * the kernel spreads connections) up to max_connections. base, cfg, node
+ * (this worker's name in Redis) and metrics (shared by the workers, each
+ * recording into its own shard) are borrowed. NULL with err. */
 struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
-                              const char *node, char err[DM_ERRLEN]);
+                              const char *node, struct dm_metrics *metrics, int listen_fd,
+                              size_t max_connections, char err[DM_ERRLEN]);
 
 /* The Prometheus text of /metrics; caller frees. */
 char *dm_bcast_metrics(struct dm_bcast *b, size_t *len);

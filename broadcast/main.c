@@ -1,52 +1,83 @@
-/* danmaku-broadcast: argv -> config -> node -> event loop -> drain -> teardown. */
-#include <stdbool.h>
+/* danmaku-broadcast: argv -> config -> listeners -> worker threads -> wait
+ * for a signal -> drain -> teardown. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
-#include "broadcast/bcast.h"
+#include "broadcast/worker.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/net.h"
 #include "common/process.h"
 
 /* How long SIGTERM waits for viewers to take their `reconnect` and for Redis
  * to forget this node. */
 #define DRAIN_DEADLINE_MS 5000
-
-static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    DM_UNUSED(fd);
-    DM_UNUSED(what);
-    *(bool *)arg = true;
-}
+#define MAX_WORKERS       256
 
 int main(int argc, char **argv)
 {
     struct dm_process proc;
-    struct dm_bcast *b;
+    struct dm_worker *workers[MAX_WORKERS] = {0};
+    struct dm_metrics *metrics = NULL;
     char err[DM_ERRLEN];
-    int rc = dm_process_init(&proc, DM_CONF_B, "danmaku-broadcast", argc, argv);
+    int n, port = 0, status = 1;
 
+    /* Workers are told to drain from the main thread. */
+    evthread_use_pthreads();
+    int rc = dm_process_init(&proc, DM_CONF_B, "danmaku-broadcast", argc, argv);
     if (rc != 0)
         return rc < 0 ? 1 : 0;
-    b = dm_bcast_new(proc.base, &proc.cfg, proc.node, err);
-    if (b == NULL) {
-        DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
-        dm_process_fini(&proc);
-        return 1;
+    const struct dm_config *cfg = &proc.cfg;
+    n = cfg->workers > 0 ? (int)cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    n = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
+    metrics = dm_metrics_new(DM_METRICS_B);
+
+    for (int k = 0; k < n; k++) {
+        /* The first listener picks the port (0: any free one); the others
+         * share it, and the kernel spreads connections over all of them. */
+        int fd =
+            dm_net_listen(cfg->listen_host, k == 0 ? (int)cfg->ws_port : port, 4096, true, err);
+        if (fd < 0)
+            goto fail;
+        if (k == 0)
+            port = dm_net_bound_port(fd);
+        char node[300];
+        if (n == 1)
+            snprintf(node, sizeof(node), "%s", proc.node);
+        else
+            snprintf(node, sizeof(node), "%s-w%d", proc.node, k);
+        size_t share = (size_t)cfg->max_connections / (size_t)n +
+                       ((size_t)k < (size_t)cfg->max_connections % (size_t)n);
+        workers[k] = dm_worker_start(cfg, node, metrics, fd, share, err);
+        if (workers[k] == NULL)
+            goto fail;
     }
-    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", proc.cfg.kafka_brokers,
-           proc.cfg.kafka_topic, (long long)proc.cfg.kafka_partitions);
-    event_base_dispatch(proc.base);
+    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d workers=%d", cfg->listen_host, port, n);
+    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+        goto fail;
+    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg->kafka_brokers,
+           cfg->kafka_topic, (long long)cfg->kafka_partitions);
+    event_base_dispatch(proc.base); /* until SIGTERM or SIGINT */
+    status = 0;
+    goto out;
 
-    /* Drain: viewers get `reconnect` and close 1012, then this node leaves
-     * Redis; the loop runs until that is done or the deadline passes. */
-    bool deadline_passed = false;
-    struct timeval deadline = dm_timeval_ms(DRAIN_DEADLINE_MS);
-    event_base_once(proc.base, -1, EV_TIMEOUT, on_drain_deadline, &deadline_passed, &deadline);
-    while (dm_bcast_drain(b) > 0 && !deadline_passed)
-        event_base_loop(proc.base, EVLOOP_ONCE);
-
-    dm_bcast_free(b);
+fail:
+    DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
+out:
+    /* Drain: viewers get `reconnect` and close 1012, then each worker
+     * leaves Redis; every worker ends its loop when done or at the deadline. */
+    for (int k = 0; k < n; k++) {
+        if (workers[k] != NULL)
+            dm_worker_drain(workers[k], DRAIN_DEADLINE_MS);
+    }
+    for (int k = 0; k < n; k++)
+        dm_worker_join(workers[k]);
+    dm_metrics_free(metrics);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
     dm_process_fini(&proc);
-    return 0;
+    return status;
 }

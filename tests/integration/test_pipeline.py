@@ -134,7 +134,9 @@ def test_joined_offsets_continue_where_the_stream_is(nodes):
     # A second viewer joining now is told the offset it starts after.
     second, joined2 = join(bcast.port, a)
     assert joined2["offset"] >= body["offset"]
-    assert joined2["online"] == 2
+    # Both viewers may sit on different worker threads, whose counts meet
+    # in Redis (the periodic `online` push has the sum).
+    assert joined2["online"] in (1, 2)
     status, _, body2 = post_comment(ingest.port, a, "two", token)
     assert status == 201
     for ws in (first, second):
