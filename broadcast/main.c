@@ -1,5 +1,6 @@
 /* danmaku-broadcast: argv -> config -> listeners -> worker threads -> wait
  * for a signal -> drain -> teardown. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +19,15 @@
 #define DRAIN_DEADLINE_MS 5000
 #define MAX_WORKERS       256
 
+/* The CPUs this process may run on (taskset, cgroups' cpusets). */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        return CPU_COUNT(&set);
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 int main(int argc, char **argv)
 {
     struct dm_process proc;
@@ -32,7 +42,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 1 : 0;
     const struct dm_config *cfg = &proc.cfg;
-    n = cfg->workers > 0 ? (int)cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    n = cfg->workers > 0 ? (int)cfg->workers : usable_cpus();
     n = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
     metrics = dm_metrics_new(DM_METRICS_B);
 
