@@ -137,19 +137,25 @@ run() {
         --json "$BASE-$name.json" --html "$BASE-$name.html" "$@" \
         >"$STATE/$name.out" 2>&1 &
     local lt=$!
+    : >"$STATE/$name.rss"
     while kill -0 "$lt" 2>/dev/null; do
         local now
         now=$(rss_kb "$BCAST_PID")
         ((now > peak)) && peak=$now
+        echo "$now" >>"$STATE/$name.rss"
         sleep 0.5
     done
+    # The connected phase: the median of the samples, so the connect burst
+    # and the close burst at the end do not count as steady-state memory.
+    local steady
+    steady=$(sort -n "$STATE/$name.rss" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]+0}')
     wait "$lt" || rc=$?
     cpu1=$(cpu_ticks "$BCAST_PID")
     t1=$(date +%s.%N)
     local cpu_pct
     cpu_pct=$(python3 -c "import os,sys; print(round(100*(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')/(float(sys.argv[4])-float(sys.argv[3])),1))" "$cpu0" "$cpu1" "$t0" "$t1")
     RUN_NO=$((RUN_NO + 1))
-    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"server_cpu_pct\":$cpu_pct}" \
+    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"rss_steady_kb\":$steady,\"server_cpu_pct\":$cpu_pct}" \
         >"$STATE/$(printf %02d "$RUN_NO")-$name.meta"
     ((rc == 0)) || log "$name: exit status $rc (see the table below)"
     cat "$STATE/$name.out"
@@ -185,7 +191,8 @@ for meta_path in sorted(glob.glob(os.path.join(state, "*.meta"))):
     res = json.load(open(path))
     res["name"] = meta["name"]
     res["exit"] = meta["exit"]
-    res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"]}
+    res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"],
+                            "steady": meta.get("rss_steady_kb", meta["rss_peak_kb"])}
     res["server_cpu_pct"] = meta.get("server_cpu_pct")
     runs.append(res)
 bench = {"tool": "danmaku-bench", "server_cpus": server_cpus, "generator_cpus": gen_cpus,
@@ -208,7 +215,7 @@ for r in runs:
     lat = s.get("latency_us", {})
     rss = r["server_rss_kb"]
     conns = s.get("connections_ok") or 0
-    per = (rss["peak"] - rss["before"]) / conns if conns else 0
+    per = (rss["steady"] - rss["before"]) / conns if conns else 0
     verdict = "PASS" if r["slo"]["passed"] else "FAIL: " + "; ".join(r["slo"]["failures"])
     print(f"{r['name']:<12} {s['viewers']:>7} {s['deliveries_per_s']:>10,.0f} "
           f"{ms(lat.get('p50')):>7} {ms(lat.get('p99')):>7} {ms(lat.get('max')):>7} "

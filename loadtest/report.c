@@ -530,7 +530,10 @@ static bool kb_per_conn(const json_t *run, double *out)
     const json_t *rss = json_object_get(run, "server_rss_kb");
     double before, peak, conns;
 
-    if (!get_num(rss, "before", &before) || !get_num(rss, "peak", &peak) ||
+    /* steady (the median while connected) when the bench recorded it */
+    if (!get_num(rss, "steady", &peak) && !get_num(rss, "peak", &peak))
+        return false;
+    if (!get_num(rss, "before", &before) ||
         !get_num(json_object_get(run, "summary"), "connections_ok", &conns) || !(conns > 0) ||
         !(peak > before))
         return false;
