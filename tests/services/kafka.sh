@@ -168,9 +168,16 @@ log4j.appender.err.layout.ConversionPattern=[%d] %p %m (%c)%n
 EOF
 }
 
-# A cluster id is 16 random bytes in unpadded base64url (Kafka's Uuid).
+# A cluster id is 16 random bytes in unpadded base64url (Kafka's Uuid). Like
+# Kafka's own generator it never starts with '-', which the storage tool's
+# argument parser would take for an option (one run in ~64 failed so).
 random_cluster_id() {
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    local id
+    while :; do
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+        [[ $id != -* ]] && break
+    done
+    printf '%s' "$id"
 }
 
 broker_pid_matches() {
