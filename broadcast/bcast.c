@@ -20,6 +20,9 @@
 #include "common/net.h"
 #include "common/proto.h"
 
+/* Largest block of gathered frames fanned out as one (bytes). */
+#define BLOCK_MAX (16 * 1024)
+
 /* How long a resume waits for this node to learn its stream's epoch. */
 #define EPOCH_WAIT_MS 5000
 
@@ -190,6 +193,16 @@ static size_t fan_out(struct dm_room *r, struct dm_frame *f)
     return sent;
 }
 
+/* Fans r's block out (one shared frame) and empties it. */
+static size_t flush_block(struct dm_room *r)
+{
+    if (r->blk_len == 0)
+        return 0;
+    size_t sent = fan_out(r, dm_frame_new_raw(r->blk, r->blk_len));
+    r->blk_len = 0;
+    return sent;
+}
+
 /* Density control: whether a normal comment goes out to room r now. The
  * bucket holds half a second of comments, so a burst passes and a
  * sustained flood is thinned evenly instead of in whole seconds. */
@@ -284,7 +297,12 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
         dm_frame_unref(f);
         return 0;
     }
-    /* Gathered for the end of the batch (on_flush), in offset order. */
+    /* Gathered for the end of the batch (on_flush), in offset order; a
+     * block that would grow past BLOCK_MAX goes out first, so a backlog
+     * read in one fetch never becomes one frame larger than a viewer's
+     * output bound. */
+    if (r->blk_len > 0 && r->blk_len + f->len > BLOCK_MAX)
+        flush_block(r);
     dm_room_block_add(r, f);
     dm_frame_unref(f);
     if (!r->dirty) {
@@ -338,10 +356,9 @@ static size_t on_flush(void *arg)
         struct dm_room *r = b->dirty;
         b->dirty = r->next_dirty;
         r->dirty = false;
-        work += fan_out(r, dm_frame_new_raw(r->blk, r->blk_len));
-        r->blk_len = 0;
+        work += flush_block(r);
         /* A burst's big buffer is not kept for a room's quiet hours. */
-        if (r->blk_cap > 64 * 1024) {
+        if (r->blk_cap > BLOCK_MAX * 2) {
             free(r->blk);
             r->blk = NULL;
             r->blk_cap = 0;

@@ -307,15 +307,22 @@ void dm_conns_flush(struct dm_bcast *b)
     }
 }
 
+/* Over max_client_outbuf with more queued; one frame into an empty queue is
+ * always let through, so no frame size alone closes a reading viewer. */
 static bool over_bound(struct dm_conn *c, size_t more)
 {
-    return c->out_bytes + more > (size_t)c->b->cfg->max_client_outbuf;
+    return c->out_bytes > 0 && c->out_bytes + more > (size_t)c->b->cfg->max_client_outbuf;
 }
 
 void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
 {
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
     if (c->state != CONN_OPEN)
+        return;
+    /* Near the bound, write now rather than at the end of the pass: the
+     * bound is about what the viewer does not take, not about how much one
+     * pass gathers. */
+    if (over_bound(c, f->len) && !c->want_write && (flush_conn(c) < 0 || c->state != CONN_OPEN))
         return;
     if (over_bound(c, f->len)) {
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);

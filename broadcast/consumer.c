@@ -21,6 +21,7 @@
 #define DM_CONSUMER_MAGIC 0x636f6e73u
 #define BATCH             64
 #define WORK_BUDGET       20000 /* deliveries per round before the sockets get a turn */
+#define ROUND_RECORDS     64    /* records per round, likewise */
 #define LOOKUP_TIMEOUT_MS 5000
 #define LOOKUP_RETRY_MS   500
 
@@ -101,16 +102,19 @@ struct dm_consumer {
 static void drain_queue(struct dm_consumer *c)
 {
     rd_kafka_message_t *msgs[BATCH];
-    size_t work = 0;
+    size_t work = 0, records = 0;
     ssize_t n;
 
     do {
-        if (work >= WORK_BUDGET) {
+        /* Each viewer's queue grows by at most a round's records before the
+         * sockets are written: a backlog must not overflow output bounds. */
+        if (work >= WORK_BUDGET || records >= ROUND_RECORDS) {
             struct timeval now = {0, 0};
             evtimer_add(c->more, &now);
             return;
         }
         n = rd_kafka_consume_batch_queue(c->queue, 0, msgs, BATCH);
+        records += n > 0 ? (size_t)n : 0;
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {

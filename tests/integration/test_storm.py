@@ -10,8 +10,8 @@ import struct
 import subprocess
 import tempfile
 
-from dmtest import (BIN, SECRET_FILE, WSClient, kafka_bootstrap, partitions, start_broadcast,
-                    start_ingest, topic)
+from dmtest import (BIN, SECRET_FILE, WSClient, http, kafka_bootstrap, partitions,
+                    start_broadcast, start_ingest, topic)
 
 
 def test_reconnect_storm_loses_nothing():
@@ -56,3 +56,34 @@ def test_sigterm_drains_viewers_with_reconnect_and_1012():
             break
     ws.close()
     node.assert_clean_exit()
+
+
+def test_slow_viewers_are_cut_off_and_the_others_lose_nothing():
+    """A tenth of the viewers stop reading: each is closed with 4008 once its
+    bounded output is full, and every other viewer still gets every comment,
+    in order (slow viewers are left out of the tool's accounting)."""
+    ingest = start_ingest()
+    node = start_broadcast("--max-client-outbuf", "65536", "--workers", "1", "--density-cap", "0")
+    out = os.path.join(tempfile.mkdtemp(prefix="dm-slow-"), "slow.json")
+    try:
+        run = subprocess.run(
+            [os.path.join(BIN, "danmaku-loadtest"), "--ws", f"127.0.0.1:{node.port}",
+             "--publish", "kafka", "--kafka-brokers", kafka_bootstrap(), "--kafka-topic",
+             topic(), "--kafka-partitions", str(partitions()), "--viewers", "50", "--rooms", "1",
+             "--rate", "1500", "--message-size", "1000", "--slow-share", "0.1", "--duration", "8",
+             "--warmup", "1", "--quiet", "--json", out],
+            capture_output=True, text=True, timeout=120)
+        with open(out) as f:
+            s = json.load(f)["summary"]
+        assert run.returncode == 0, run.stdout + run.stderr
+        # A viewer that stopped reading does not see its close frame; the
+        # node counts them.
+        status, _, text = http(node.port, "GET", "/metrics")
+        slow = [l for l in text.splitlines()
+                if l.startswith('danmaku_ws_closed_total{reason="slow_consumer"}')]
+        assert slow and float(slow[0].split()[-1]) == 5, slow
+        assert s["lost"] == 0 and s["duplicated"] == 0 and s["out_of_order"] == 0, s
+        assert s["expected"] > 0 and s["delivered"] == s["expected"], s
+    finally:
+        node.assert_clean_exit()
+        ingest.assert_clean_exit()
