@@ -68,7 +68,7 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
     if (resumable && !recovered && start_catchup(b, m))
         return;
     if (m->resume && !recovered)
-        DM_LOG(DM_LOG_INFO,
+        DM_LOG(DM_LOG_DEBUG,
                "msg=\"resume not recovered\" room=%s after=%lld epoch=%lld stream_epoch=%lld "
                "next_offset=%lld window_start=%lld",
                r->name, (long long)after, (long long)m->resume_epoch, (long long)p->epoch,
@@ -413,7 +413,7 @@ static void on_catchup(bool ok, const struct dm_catchup_record *recs, size_t n, 
                  (n == 0 || recs[0].ts_ms >= now - b->cfg->recovery_age_ms) &&
                  n + r->win_len <= (size_t)b->cfg->recovery_window;
     if (!exact) {
-        DM_LOG(DM_LOG_INFO,
+        DM_LOG(DM_LOG_DEBUG,
                "msg=\"catch-up not exact\" room=%s ok=%d n=%zu after=%lld before=%lld "
                "window_start=%lld win_len=%u",
                r->name, ok, n, (long long)q->after, (long long)q->before,
