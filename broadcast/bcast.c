@@ -40,6 +40,25 @@ static void replay_frame(struct dm_frame *f, void *arg)
  * the live position, tell the viewer, and let it receive. */
 static bool start_catchup(struct dm_bcast *b, struct dm_member *m);
 
+/* Whether m's resume has to wait before this worker can answer it: the
+ * viewer saw more of the stream (on another node or worker) than this one
+ * has read yet, or this one does not know the stream's epoch yet (Redis slow
+ * or away; that wait is bounded). Waiting then going live gives neither a
+ * gap nor a comment twice. */
+static bool must_wait(const struct dm_bcast *b, const struct dm_member *m, int64_t now)
+{
+    const struct dm_bpart *p = &b->parts[m->room->partition];
+    int64_t since = m->waiting_since_ms != 0 ? m->waiting_since_ms : now;
+
+    if (!m->resume)
+        return false;
+    if (!p->ready)
+        return true;
+    if (p->epoch == 0)
+        return now - since < EPOCH_WAIT_MS;
+    return m->resume_epoch == p->epoch && m->resume_offset >= p->next_offset;
+}
+
 static void go_live(struct dm_bcast *b, struct dm_member *m)
 {
     struct dm_room *r = m->room;
@@ -47,16 +66,11 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
     struct dm_bpart *p = &b->parts[r->partition];
     int64_t now = dm_now_ms(), after = m->resume_offset;
 
-    /* The viewer saw more of the stream (on another node or worker) than
-     * this one has read yet, or this one does not know the stream's epoch
-     * yet (Redis slow or away): it waits, then goes live with neither a gap
-     * nor a comment twice. The epoch wait is bounded. */
-    int64_t since = m->waiting ? m->waiting_since_ms : now;
-    bool epoch_pending = p->epoch == 0 && now - since < EPOCH_WAIT_MS;
-    if (m->resume && ((m->resume_epoch == p->epoch && after >= p->next_offset) || epoch_pending)) {
+    if (must_wait(b, m, now)) {
         if (!m->waiting) {
             m->waiting = true;
-            m->waiting_since_ms = now;
+            if (m->waiting_since_ms == 0)
+                m->waiting_since_ms = now; /* kept: the epoch wait is bounded once */
             TAILQ_INSERT_TAIL(&b->waiting, m, wait_link);
         }
         return;
@@ -88,12 +102,9 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
 static void activate_room(struct dm_room *r, void *arg)
 {
     struct dm_bcast *b = arg;
-    struct dm_bpart *p = &b->parts[r->partition];
     struct dm_member *m, *next;
 
-    /* A room that knew nothing of the stream is complete from here on. */
-    if (r->window_start == INT64_MAX)
-        dm_room_window_reset(r, p->next_offset);
+    /* The windows started when the partition was positioned (start_window). */
     for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
         next = TAILQ_NEXT(m, room_link);
         if (!m->live)
@@ -331,14 +342,11 @@ static void check_waiting(struct dm_bcast *b)
     while (again) {
         again = false;
         TAILQ_FOREACH(m, &b->waiting, wait_link) {
-            struct dm_bpart *p = &b->parts[m->room->partition];
-            bool epoch_pending = p->epoch == 0 && dm_now_ms() - m->waiting_since_ms < EPOCH_WAIT_MS;
-            if (!p->ready || epoch_pending ||
-                (m->resume_epoch == p->epoch && m->resume_offset >= p->next_offset))
+            if (must_wait(b, m, dm_now_ms()))
                 continue;
             TAILQ_REMOVE(&b->waiting, m, wait_link);
             m->waiting = false;
-            go_live(b, m);
+            go_live(b, m); /* may free m */
             again = true;
             break;
         }
@@ -491,8 +499,6 @@ void dm_bcast_start(struct dm_bcast *b, struct dm_member *m)
     if (p->positioned && m->room->window_start == INT64_MAX)
         dm_room_window_reset(m->room, p->next_offset);
     if (p->ready) {
-        if (m->room->window_start == INT64_MAX)
-            dm_room_window_reset(m->room, p->next_offset);
         go_live(b, m);
     } else {
         dm_consumer_acquire(b->consumer, m->room->partition);

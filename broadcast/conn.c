@@ -348,12 +348,7 @@ static void send_raw_frame(struct dm_conn *c, uint8_t opcode, const void *payloa
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
         return;
     }
-    struct dm_frame *f = dm_malloc(sizeof(*f) + DM_WS_MAX_HEADER + len);
-    size_t h = dm_ws_frame_header(f->data, opcode, true, len, NULL);
-    if (len > 0)
-        memcpy(f->data + h, payload, len);
-    f->len = h + len;
-    f->refs = 1;
+    struct dm_frame *f = dm_frame_new(opcode, payload, len);
     enqueue(c, f);
     dm_frame_unref(f);
 }
@@ -685,13 +680,8 @@ static void send_http(struct dm_conn *c, int status, const char *status_text, co
                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
                      status, status_text, ctype, len);
     DM_ASSERT(n > 0 && (size_t)n < sizeof(head));
-    struct dm_frame *f = dm_malloc(sizeof(*f) + (size_t)n + len);
-    memcpy(f->data, head, (size_t)n);
-    memcpy(f->data + n, body, len);
-    f->len = (size_t)n + len;
-    f->refs = 1;
-    enqueue(c, f);
-    dm_frame_unref(f);
+    send_bytes(c, head, (size_t)n);
+    send_bytes(c, body, len);
     dm_conn_close(c, DM_CLOSE_HTTP_DONE);
 }
 

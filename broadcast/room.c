@@ -227,14 +227,20 @@ void dm_rooms_foreach_in_partition(struct dm_rooms *t, int32_t partition,
     }
 }
 
-struct dm_frame *dm_frame_new_text(const char *payload, size_t len)
+struct dm_frame *dm_frame_new(uint8_t opcode, const void *payload, size_t len)
 {
     struct dm_frame *f = dm_malloc(sizeof(*f) + DM_WS_MAX_HEADER + len);
-    size_t h = dm_ws_frame_header(f->data, DM_WS_OP_TEXT, true, len, NULL);
-    memcpy(f->data + h, payload, len);
+    size_t h = dm_ws_frame_header(f->data, opcode, true, len, NULL);
+    if (len > 0)
+        memcpy(f->data + h, payload, len);
     f->len = h + len;
     f->refs = 1;
     return f;
+}
+
+struct dm_frame *dm_frame_new_text(const char *payload, size_t len)
+{
+    return dm_frame_new(DM_WS_OP_TEXT, payload, len);
 }
 
 struct dm_frame *dm_frame_new_raw(const void *bytes, size_t len)

@@ -30,7 +30,7 @@ struct dm_member {
     int64_t resume_offset, resume_epoch;
     struct dm_catchup_req *catchup; /* reading what it missed back from Kafka; owned by bcast.c */
     bool waiting; /* ahead of this node's stream, or its epoch unknown: node's waiting list */
-    int64_t waiting_since_ms;
+    int64_t waiting_since_ms; /* when it first had to wait; 0: never */
     TAILQ_ENTRY(dm_member) wait_link;
     TAILQ_ENTRY(dm_member) room_link;
     LIST_ENTRY(dm_member) conn_link;
@@ -137,7 +137,11 @@ struct dm_frame {
     unsigned char data[];
 };
 
-/* Builds a server (unmasked) text frame around payload; refs = 1. */
+/* Builds a server (unmasked) frame of opcode around payload (copied);
+ * refs = 1. */
+struct dm_frame *dm_frame_new(uint8_t opcode, const void *payload, size_t len);
+
+/* dm_frame_new for a text frame. */
 struct dm_frame *dm_frame_new_text(const char *payload, size_t len);
 
 /* A frame holding bytes as they are (already framed, e.g. several frames

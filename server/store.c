@@ -32,7 +32,7 @@ void dm_store_free(struct dm_store *s)
     free(s);
 }
 
-void dm_store_online(struct dm_store *s, const char *room, dm_store_online_cb cb, void *arg)
+void dm_store_online(struct dm_store *s, const char *room, dm_online_cb cb, void *arg)
 {
     dm_online_query(s->redis, s->cfg->redis_prefix, room, s->cfg->membership_ttl_ms, cb, arg);
 }

@@ -7,22 +7,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/online.h"
+
 struct event_base;
 struct dm_config;
 struct dm_store;
-
-/* Fires once from the event loop: online >= 0, or -1 when Redis did not
- * answer in time. */
-typedef void (*dm_store_online_cb)(int64_t online, void *arg);
 
 /* base and cfg are borrowed. Never fails: Redis is reconnected in the
  * background. */
 struct dm_store *dm_store_new(struct event_base *base, const struct dm_config *cfg);
 void dm_store_free(struct dm_store *s);
 
-/* Asks for the online count of room (validated by the caller). cb fires
- * exactly once, possibly before this returns (Redis not connected). */
-void dm_store_online(struct dm_store *s, const char *room, dm_store_online_cb cb, void *arg);
+/* Asks for the online count of room (validated by the caller); see
+ * common/online.h for when and how cb fires. */
+void dm_store_online(struct dm_store *s, const char *room, dm_online_cb cb, void *arg);
 
 /* Redis commands that failed so far (for the metrics). */
 unsigned long dm_store_redis_errors(const struct dm_store *s);
