@@ -252,3 +252,19 @@ class WSClient:
         except OSError:
             pass
         self.sock.close()
+
+
+def connected(port, room=None):
+    """A WebSocket viewer past `hello` (its `joined`, when room is given, is
+    still to be read)."""
+    ws = WSClient(port, f"/v1/ws?room={room}" if room else "/v1/ws")
+    assert ws.status == 101
+    assert ws.recv_json()["op"] == "hello"
+    return ws
+
+
+def viewer(port, room):
+    """A viewer of room, past `hello` and `joined`."""
+    ws = connected(port, room)
+    assert ws.recv_json(timeout=20)["op"] == "joined"
+    return ws

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from dmtest import (BIN, WSClient, kafka_bootstrap, mint, partitions, post_comment,
-                    start_broadcast, start_ingest, topic)
+from dmtest import (BIN, kafka_bootstrap, mint, partitions, post_comment, start_broadcast,
+                    start_ingest, topic, viewer)
 
 
 def produce(room, value):
@@ -20,13 +20,6 @@ def produce(room, value):
                           else json.dumps(value)],
                          capture_output=True, text=True, timeout=30, check=True)
     return int(out.stdout.split()[1])
-
-
-def viewer(port, room):
-    ws = WSClient(port, f"/v1/ws?room={room}")
-    assert ws.recv_json()["op"] == "hello"
-    assert ws.recv_json(timeout=20)["op"] == "joined"
-    return ws
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dmtest import WSClient, http, start_broadcast, start_ingest
+from dmtest import http, start_broadcast, start_ingest, viewer
 
 TTL = "1500"
 
@@ -28,13 +28,6 @@ def wait_online(port, room, expected, timeout=8):
             return
         time.sleep(0.05)
     pytest.fail(f"online count of {room} stayed {value}, expected {expected}")
-
-
-def viewer(port, room):
-    ws = WSClient(port, f"/v1/ws?room={room}")
-    assert ws.recv_json()["op"] == "hello"
-    assert ws.recv_json(timeout=20)["op"] == "joined"
-    return ws
 
 
 def test_online_count_is_summed_over_live_nodes():

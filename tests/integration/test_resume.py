@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from dmtest import WSClient, mint, post_comment, start_broadcast, start_ingest
+from dmtest import connected, mint, post_comment, start_broadcast, start_ingest
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,6 @@ def nodes():
         bcast.assert_clean_exit()
     finally:
         ingest.assert_clean_exit()
-
-
-def connect(port, room=None):
-    ws = WSClient(port, f"/v1/ws?room={room}" if room else "/v1/ws")
-    assert ws.recv_json()["op"] == "hello"
-    return ws
 
 
 def post(ingest, room, n, token):
@@ -41,7 +35,7 @@ def test_exact_resume_on_the_same_node(nodes):
     ingest, bcast = nodes
     room = "resume-" + uuid.uuid4().hex[:8]
     token = mint("mo")
-    ws = connect(bcast.port, room)
+    ws = connected(bcast.port, room)
     joined = ws.recv_json(timeout=20)
     assert joined["epoch"] > 0
     seen = [ws.recv_json()["offset"] for _ in post(ingest, room, 3, token)]
@@ -49,7 +43,7 @@ def test_exact_resume_on_the_same_node(nodes):
     missed = post(ingest, room, 4, token)
     time.sleep(0.3)
 
-    ws = connect(bcast.port)
+    ws = connected(bcast.port)
     ws.send_json({"op": "join", "room": room, "offset": seen[-1], "epoch": joined["epoch"]})
     again = ws.recv_json(timeout=20)
     assert again["op"] == "joined" and again["recovered"] is True
@@ -68,13 +62,13 @@ def test_unknown_epoch_or_too_old_is_not_recovered(nodes):
     ingest, bcast = nodes
     room = "stale-" + uuid.uuid4().hex[:8]
     token = mint("no")
-    ws = connect(bcast.port, room)
+    ws = connected(bcast.port, room)
     joined = ws.recv_json(timeout=20)
     first = post(ingest, room, 1, token)[0]
     assert ws.recv_json()["offset"] == first["offset"]
 
     # A wrong epoch: another stream, nothing can be promised.
-    other = connect(bcast.port)
+    other = connected(bcast.port)
     other.send_json({"op": "join", "room": room, "offset": first["offset"],
                      "epoch": joined["epoch"] + 1})
     msg = other.recv_json(timeout=20)
@@ -85,7 +79,7 @@ def test_unknown_epoch_or_too_old_is_not_recovered(nodes):
     ws.sock.close()
     post(ingest, room, 12, token)
     time.sleep(0.3)
-    late = connect(bcast.port)
+    late = connected(bcast.port)
     late.send_json({"op": "join", "room": room, "offset": first["offset"],
                     "epoch": joined["epoch"]})
     msg = late.recv_json(timeout=20)
@@ -102,8 +96,8 @@ def test_resume_on_another_node_reads_the_gap_back_from_kafka(nodes):
     token = mint("ole")
     other = start_broadcast()
     try:
-        a = connect(bcast.port, room)
-        b = connect(other.port, room)
+        a = connected(bcast.port, room)
+        b = connected(other.port, room)
         ja, jb = a.recv_json(timeout=20), b.recv_json(timeout=20)
         assert ja["epoch"] == jb["epoch"] > 0
         seen = [a.recv_json()["offset"] for _ in post(ingest, room, 2, token)]
@@ -113,7 +107,7 @@ def test_resume_on_another_node_reads_the_gap_back_from_kafka(nodes):
         a.sock.close()  # the viewer of node one loses its connection...
         missed = post(ingest, room, 5, token)
         # ...and comes back on node two, which never sent it anything.
-        c = connect(other.port)
+        c = connected(other.port)
         c.send_json({"op": "join", "room": room, "offset": seen[-1], "epoch": ja["epoch"]})
         msg = c.recv_json(timeout=20)
         assert msg["op"] == "joined" and msg["recovered"] is True and msg["offset"] == seen[-1]
@@ -139,7 +133,7 @@ def test_killed_node_viewers_recover_on_the_survivor_with_no_gap(nodes):
     token = mint("pat")
     survivor = start_broadcast()  # the default window: 500 comments
     doomed = start_broadcast()
-    viewers = [connect(doomed.port, room) for _ in range(3)]
+    viewers = [connected(doomed.port, room) for _ in range(3)]
     joined = [v.recv_json(timeout=20) for v in viewers]
     epoch = joined[0]["epoch"]
     posted, stop = [], threading.Event()
@@ -177,7 +171,7 @@ def test_killed_node_viewers_recover_on_the_survivor_with_no_gap(nodes):
         last.append(offset)
     resumed = []
     for i, off in enumerate(last):
-        ws = connect(survivor.port)
+        ws = connected(survivor.port)
         ws.send_json({"op": "join", "room": room, "offset": off, "epoch": epoch})
         msg = ws.recv_json(timeout=20)
         assert msg["op"] == "joined" and msg["recovered"] is True, msg

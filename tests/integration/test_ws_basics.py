@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from dmtest import WSClient, start_broadcast
+from dmtest import connected, start_broadcast
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +15,6 @@ def node():
     n = start_broadcast("--max-message", "1024")
     yield n
     n.assert_clean_exit()
-
-
-def opened(node):
-    ws = WSClient(node.port, "/v1/ws")
-    assert ws.status == 101
-    assert ws.recv_json()["op"] == "hello"
-    return ws
 
 
 def close_code(ws):
@@ -33,14 +26,14 @@ def close_code(ws):
 
 
 def test_ping_gets_pong_with_the_same_payload(node):
-    ws = opened(node)
+    ws = connected(node.port)
     ws.send_frame(0x9, b"abc")
     assert ws.recv_frame() == (0xA, b"abc")
     ws.close()
 
 
 def test_fragmented_text_with_a_ping_between_fragments(node):
-    ws = opened(node)
+    ws = connected(node.port)
     ws.send_frame(0x1, b'{"op":"pi', fin=False)
     ws.send_frame(0x9, b"x")
     ws.send_frame(0x0, b'ng","id":3}', fin=True)
@@ -50,7 +43,7 @@ def test_fragmented_text_with_a_ping_between_fragments(node):
 
 
 def test_close_handshake_echoes_the_code(node):
-    ws = opened(node)
+    ws = connected(node.port)
     ws.send_frame(0x8, struct.pack("!H", 1000) + b"bye")
     assert close_code(ws) == 1000
     assert ws.sock.recv(1) == b""  # then the server closes TCP
@@ -66,20 +59,20 @@ def test_close_handshake_echoes_the_code(node):
     ("bad close code", [(0x8, struct.pack("!H", 1005), True)], 1002),
 ])
 def test_protocol_errors_close_with_their_code(node, name, frames, code):
-    ws = opened(node)
+    ws = connected(node.port)
     for opcode, payload, fin in frames:
         ws.send_frame(opcode, payload, fin=fin)
     assert close_code(ws) == code, name
 
 
 def test_unmasked_client_frame_is_a_protocol_error(node):
-    ws = opened(node)
+    ws = connected(node.port)
     ws.sock.sendall(bytes([0x81, 2]) + b"{}")
     assert close_code(ws) == 1002
 
 
 def test_bad_json_gets_an_error_message_not_a_close(node):
-    ws = opened(node)
+    ws = connected(node.port)
     ws.send_json({"op": "dance"})
     msg = ws.recv_json()
     assert msg["op"] == "error" and msg["code"] == "bad_message"
@@ -91,7 +84,7 @@ def test_bad_json_gets_an_error_message_not_a_close(node):
 
 
 def test_too_many_rooms(node):
-    ws = opened(node)
+    ws = connected(node.port)
     for i in range(8):
         ws.send_json({"op": "join", "room": f"many-{i}"})
     joined = 0
@@ -132,7 +125,7 @@ def test_silent_peer_is_closed_after_the_idle_timeout():
     n = start_broadcast("--idle-timeout-ms", "400", "--heartbeat-ms", "10000",
                         "--handshake-timeout-ms", "300")
     try:
-        ws = opened(n)
+        ws = connected(n.port)
         assert close_code(ws) == 1001
         # A connection that never completes its handshake is dropped too.
         s = socket.create_connection(("127.0.0.1", n.port), timeout=10)
@@ -146,7 +139,7 @@ def test_silent_peer_is_closed_after_the_idle_timeout():
 def test_heartbeat_pings_arrive():
     n = start_broadcast("--heartbeat-ms", "200")
     try:
-        ws = opened(n)
+        ws = connected(n.port)
         assert ws.recv_frame(timeout=3)[0] == 0x9
         ws.close()
     finally:
@@ -159,7 +152,7 @@ def test_a_peer_that_never_reads_is_closed_not_buffered():
     import threading
     n = start_broadcast("--max-client-outbuf", "65536")
     try:
-        ws = opened(n)
+        ws = connected(n.port)
         ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
         def flood():
             try:
