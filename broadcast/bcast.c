@@ -1,6 +1,7 @@
 /* Broadcast node: listener, rooms to partitions, records to viewers. */
 #include "broadcast/bcast.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -664,6 +665,23 @@ struct epoch_retry {
     int32_t partition;
     unsigned generation;
 };
+
+char *dm_bcast_readiness(struct dm_bcast *b, bool *ready, size_t *len)
+{
+    bool kafka = dm_consumer_broker_up(b->consumer);
+    bool redis = dm_membership_redis_connected(b->membership);
+    char buf[96];
+
+    *ready = kafka && !b->draining;
+    int n = snprintf(buf, sizeof(buf), "{\"status\":\"%s\",\"kafka\":\"%s\",\"redis\":\"%s\"}",
+                     b->draining ? "draining"
+                     : *ready    ? "ready"
+                                 : "not_ready",
+                     kafka ? "up" : "down", redis ? "up" : "down");
+    DM_ASSERT(n > 0 && (size_t)n < sizeof(buf));
+    *len = (size_t)n;
+    return dm_strndup(buf, (size_t)n);
+}
 
 static void on_epoch_retry(int64_t epoch, void *arg)
 {

@@ -85,6 +85,14 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
 /* The Prometheus text of /metrics; caller frees. */
 char *dm_bcast_metrics(struct dm_bcast *b, size_t *len);
 
+/* Readiness for /readyz: the JSON answer (caller frees) and whether this
+ * worker can serve new viewers: not draining and its Kafka consumer has a
+ * broker. Redis is reported but does not decide: without it delivery goes
+ * on (only online counts and cross-node epochs wait), so taking every node
+ * out of service over a Redis blip would turn a degradation into an
+ * outage. */
+char *dm_bcast_readiness(struct dm_bcast *b, bool *ready, size_t *len);
+
 /* Graceful stop: stop accepting, tell every viewer to reconnect (close
  * 1012), then withdraw this node from Redis. Returns how much is still
  * outstanding (open connections, then unanswered Redis commands); the

@@ -690,8 +690,17 @@ static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
     static const char ok[] = "{\"status\":\"ok\"}";
     static const char not_found[] = "{\"error\":\"not_found\",\"message\":\"no such resource\"}";
 
-    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0) {
+    if (strcmp(req->path, "/healthz") == 0) {
         send_http(c, 200, "OK", "application/json", ok, sizeof(ok) - 1);
+    } else if (strcmp(req->path, "/readyz") == 0) {
+        bool ready;
+        size_t len;
+        char *json = dm_bcast_readiness(c->b, &ready, &len);
+        if (ready)
+            send_http(c, 200, "OK", "application/json", json, len);
+        else
+            send_http(c, 503, "Service Unavailable", "application/json", json, len);
+        free(json);
     } else if (strcmp(req->path, "/metrics") == 0) {
         size_t len;
         char *text = dm_bcast_metrics(c->b, &len);

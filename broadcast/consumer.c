@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,7 @@ struct dm_consumer {
 
     struct dm_kafka_waker *waker; /* records are waiting */
     unsigned long errors;         /* consumer errors reported */
+    atomic_bool broker_up;        /* from the statistics; read by /readyz */
     struct event *more;           /* the next round after a budget was spent */
 
     /* Finished lookups, handed from their threads to the loop. */
@@ -134,6 +136,8 @@ static void drain_queue(struct dm_consumer *c)
                 c->on_reset(partition, c->arg);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 c->errors++;
+                if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+                    atomic_store(&c->broker_up, false);
                 DM_LOG(DM_LOG_WARN, "msg=\"kafka consumer error\" partition=%d err=\"%s\"",
                        m->partition, rd_kafka_message_errstr(m));
             }
@@ -142,6 +146,15 @@ static void drain_queue(struct dm_consumer *c)
         if (n > 0)
             work += c->on_flush(c->arg);
     } while (n == BATCH);
+}
+
+/* Served from the consumer queue on the loop, like the records. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct dm_consumer *c = opaque;
+    DM_UNUSED(rk);
+    atomic_store(&c->broker_up, dm_kafka_stats_broker_up(json, len));
+    return 0; /* librdkafka frees json */
 }
 
 static void on_records_ready(void *arg)
@@ -427,12 +440,15 @@ struct dm_consumer *dm_consumer_new(struct event_base *base, const struct dm_con
         dm_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
         dm_kafka_conf_set_int(conf, "fetch.wait.max.ms", cfg->kafka_fetch_wait_ms, err) < 0 ||
         dm_kafka_conf_set(conf, "fetch.error.backoff.ms", "50", err) < 0 ||
+        dm_kafka_conf_set(conf, "statistics.interval.ms", "1000", err) < 0 ||
         /* Never jump silently: an out-of-range position is reported and
          * handled (on_reset), so "every record after O" stays true. */
         dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
+    rd_kafka_conf_set_opaque(conf, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (c->rk == NULL) {
         rd_kafka_conf_destroy(conf);
@@ -523,6 +539,11 @@ void dm_consumer_acquire(struct dm_consumer *c, int32_t partition)
 unsigned long dm_consumer_errors(const struct dm_consumer *c)
 {
     return c->errors;
+}
+
+bool dm_consumer_broker_up(const struct dm_consumer *c)
+{
+    return atomic_load(&c->broker_up);
 }
 
 int64_t dm_consumer_high_watermark(struct dm_consumer *c, int32_t partition)

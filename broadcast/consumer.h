@@ -58,6 +58,11 @@ void dm_consumer_acquire(struct dm_consumer *c, int32_t partition);
 /* Consumer errors reported so far (for the metrics). */
 unsigned long dm_consumer_errors(const struct dm_consumer *c);
 
+/* Whether a Kafka broker connection is up (librdkafka's statistics, every
+ * second): false until the first connection and after every broker went
+ * away. Any thread may ask. */
+bool dm_consumer_broker_up(const struct dm_consumer *c);
+
 /* The partition's log end as last reported by the broker (cached, no
  * request), or -1 when unknown: for the lag gauge. */
 int64_t dm_consumer_high_watermark(struct dm_consumer *c, int32_t partition);

@@ -239,6 +239,11 @@ unsigned long dm_membership_redis_errors(const struct dm_membership *m)
     return dm_redis_errors(m->redis);
 }
 
+bool dm_membership_redis_connected(const struct dm_membership *m)
+{
+    return dm_redis_connected(m->redis);
+}
+
 void dm_membership_free(struct dm_membership *m)
 {
     if (m == NULL)

@@ -13,6 +13,7 @@
 #ifndef DM_BROADCAST_MEMBERSHIP_H
 #define DM_BROADCAST_MEMBERSHIP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,9 @@ void dm_membership_epoch(struct dm_membership *m, int32_t partition,
 
 /* Redis commands that failed so far (for the metrics). */
 unsigned long dm_membership_redis_errors(const struct dm_membership *m);
+
+/* Whether the Redis connection is up. */
+bool dm_membership_redis_connected(const struct dm_membership *m);
 
 /* Draining: removes this node's heartbeat and shares from Redis (once;
  * later calls only report) and stops writing. Returns the number of Redis

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <string.h>
+#include <jansson.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -54,6 +54,22 @@ rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers)
         DM_PANIC("bootstrap.servers refused");
     rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     return conf;
+}
+
+bool dm_kafka_stats_broker_up(const char *json, size_t len)
+{
+    json_t *root = json_loadb(json, len, 0, NULL), *b;
+    const char *name;
+    bool up = false;
+
+    json_object_foreach(json_object_get(root, "brokers"), name, b)
+    {
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (state != NULL && strcmp(state, "UP") == 0)
+            up = true;
+    }
+    json_decref(root);
+    return up;
 }
 
 struct dm_kafka_waker {

@@ -3,6 +3,9 @@
 #ifndef DM_COMMON_KAFKA_H
 #define DM_COMMON_KAFKA_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include <librdkafka/rdkafka.h>
 
 #include "common/util.h"
@@ -18,6 +21,12 @@ int dm_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
 /* Same, for an integer value. */
 int dm_kafka_conf_set_int(rd_kafka_conf_t *conf, const char *name, long long value,
                           char err[DM_ERRLEN]);
+
+/* Whether librdkafka's statistics JSON (statistics.interval.ms) show a
+ * broker connection in state UP, the bootstrap connection included. A client
+ * with no broker up cannot produce or fetch: that is what readiness
+ * reports. */
+bool dm_kafka_stats_broker_up(const char *json, size_t len);
 
 /* Wakes the event loop when a librdkafka queue has something to serve.
  * librdkafka writes to a pipe when the queue goes from empty to non-empty;

@@ -80,20 +80,8 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
 static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     struct dm_producer *p = opaque;
-    json_t *root = json_loadb(json, len, 0, NULL), *b;
-    const char *name;
-    bool up = false;
     DM_UNUSED(rk);
-
-    json_object_foreach(json_object_get(root, "brokers"), name, b)
-    {
-        const char *state = json_string_value(json_object_get(b, "state"));
-        if (json_integer_value(json_object_get(b, "nodeid")) >= 0 && state != NULL &&
-            strcmp(state, "UP") == 0)
-            up = true;
-    }
-    json_decref(root);
-    p->broker_up = up;
+    p->broker_up = dm_kafka_stats_broker_up(json, len);
     return 0; /* librdkafka frees json */
 }
 

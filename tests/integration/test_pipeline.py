@@ -226,6 +226,46 @@ def test_broadcast_plain_http_and_bad_handshakes(nodes):
     assert ws.status == 404
 
 
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _readyz_until(port, want_status, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        status, _, body = http(port, "GET", "/readyz")
+        if status == want_status or time.time() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+def test_broadcast_readiness_follows_kafka_not_redis():
+    """Ready once its consumer has a broker; a missing Redis is reported but
+    does not take the node out of service (delivery goes on without it)."""
+    dead_kafka = start_broadcast("--kafka-brokers", f"127.0.0.1:{_free_port()}")
+    no_redis = start_broadcast("--redis-port", str(_free_port()))
+    try:
+        status, body = _readyz_until(dead_kafka.port, 200, timeout=3)
+        assert status == 503 and body["status"] == "not_ready" and body["kafka"] == "down"
+        status, body = _readyz_until(no_redis.port, 200)
+        assert status == 200 and body == {"status": "ready", "kafka": "up", "redis": "down"}
+        assert http(dead_kafka.port, "GET", "/healthz")[0] == 200
+    finally:
+        dead_kafka.assert_clean_exit()
+        no_redis.assert_clean_exit()
+
+
+def test_broadcast_ready_with_both(nodes):
+    _, bcast = nodes
+    status, body = _readyz_until(bcast.port, 200)
+    assert status == 200 and body == {"status": "ready", "kafka": "up", "redis": "up"}
+
+
 def test_sender_hanging_up_before_the_ack_does_not_hurt_the_node(nodes):
     import socket
     import json as _json
