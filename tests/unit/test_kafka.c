@@ -210,8 +210,33 @@ static void test_waker(void)
     dm_log_set_sink(NULL, NULL);
 }
 
+static void test_stats_broker_up(void)
+{
+    static const struct {
+        const char *json;
+        bool up;
+    } cases[] = {
+        {"{\"brokers\":{\"b:9092/1\":{\"nodeid\":1,\"state\":\"UP\"}}}", true},
+        /* The bootstrap connection alone is enough: an idle consumer has
+         * nothing else. */
+        {"{\"brokers\":{\"b:9092/bootstrap\":{\"nodeid\":-1,\"state\":\"UP\"}}}", true},
+        {"{\"brokers\":{\"a/1\":{\"state\":\"DOWN\"},\"b/2\":{\"state\":\"UP\"}}}", true},
+        {"{\"brokers\":{\"a/1\":{\"state\":\"DOWN\"},\"b/2\":{\"state\":\"CONNECT\"}}}", false},
+        {"{\"brokers\":{}}", false},
+        {"{\"name\":\"rdkafka#producer-1\"}", false},
+        {"{\"brokers\":{\"a/1\":{\"state\":1}}}", false},
+        {"{\"brokers\":[1,2]}", false},
+        {"not json", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ok(dm_kafka_stats_broker_up(cases[i].json, strlen(cases[i].json)) == cases[i].up,
+           "%s -> %s", cases[i].json, cases[i].up ? "up" : "down");
+}
+
 int main(void)
 {
+    subtest("dm_kafka_stats_broker_up", test_stats_broker_up);
     subtest("dm_kafka_waker", test_waker);
     subtest("dm_kafka_conf_set", test_conf_set);
     subtest("dm_kafka_conf_set_int", test_conf_set_int);
