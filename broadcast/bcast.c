@@ -187,7 +187,8 @@ static void on_partition_reset(int32_t partition, void *arg)
 }
 
 /* Queues f (taking the caller's reference) to every live member of r;
- * returns how many. */
+ * returns how many. The records a slow viewer is spared are kept on its
+ * member for the next `skipped` notice. */
 static size_t fan_out(struct dm_room *r, struct dm_frame *f)
 {
     struct dm_member *m, *next;
@@ -197,7 +198,10 @@ static size_t fan_out(struct dm_room *r, struct dm_frame *f)
     for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
         next = TAILQ_NEXT(m, room_link);
         if (m->live) {
-            dm_conn_send_frame(m->conn, f);
+            if (dm_conn_send_frame(m->conn, f) == DM_SEND_SAMPLED && f->records > 0) {
+                m->sampled += f->records;
+                r->sampled = true;
+            }
             sent++;
         }
     }
@@ -210,9 +214,13 @@ static size_t flush_block(struct dm_room *r)
 {
     if (r->blk_len == 0)
         return 0;
-    size_t sent = fan_out(r, dm_frame_new_raw(r->blk, r->blk_len));
+    struct dm_frame *f = dm_frame_new_raw(r->blk, r->blk_len);
+    f->records = r->blk_records;
+    f->keep = r->blk_keep;
     r->blk_len = 0;
-    return sent;
+    r->blk_records = 0;
+    r->blk_keep = false;
+    return fan_out(r, f);
 }
 
 /* Density control: whether a normal comment goes out to room r now. The
@@ -240,16 +248,54 @@ static bool admit(struct dm_bcast *b, struct dm_room *r)
     return false;
 }
 
-static void notify_skipped(struct dm_room *r, void *arg)
+/* A `skipped` notice of count for room r; it may itself be dropped for a
+ * slow viewer, and is then told later. */
+static struct dm_frame *skipped_frame(const struct dm_room *r, uint64_t count)
 {
     size_t len;
-    DM_UNUSED(arg);
-    if (r->skipped == 0)
-        return;
-    char *json = dm_msg_skipped(r->name, r->skipped, &len);
-    r->skipped = 0;
-    fan_out(r, dm_frame_new_text(json, len));
+    char *json = dm_msg_skipped(r->name, count, &len);
+    struct dm_frame *f = dm_frame_new_text(json, len);
     free(json);
+    f->keep = false;
+    return f;
+}
+
+/* Once a second: tells r's viewers how many comments they did not get, by
+ * density control (the same for all) plus, for a slow viewer, what was
+ * dropped for it alone. */
+static void notify_skipped(struct dm_room *r, void *arg)
+{
+    struct dm_member *m, *next;
+    DM_UNUSED(arg);
+
+    if (!r->sampled) {
+        if (r->skipped > 0)
+            fan_out(r, skipped_frame(r, r->skipped));
+        r->skipped = 0;
+        return;
+    }
+    struct dm_frame *shared = r->skipped > 0 ? skipped_frame(r, r->skipped) : NULL;
+    r->sampled = false;
+    for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+        next = TAILQ_NEXT(m, room_link);
+        if (!m->live || (m->sampled == 0 && shared == NULL))
+            continue;
+        uint64_t count = r->skipped + m->sampled;
+        struct dm_frame *own = m->sampled > 0 ? skipped_frame(r, count) : NULL;
+        enum dm_send_result sent = dm_conn_send_frame(m->conn, own != NULL ? own : shared);
+        if (own != NULL)
+            dm_frame_unref(own);
+        if (sent == DM_SEND_SAMPLED) {
+            /* Still too far behind to be told: tell it later, all of it. */
+            m->sampled = (uint32_t)(count < UINT32_MAX ? count : UINT32_MAX);
+            r->sampled = true;
+        } else if (sent == DM_SEND_QUEUED) {
+            m->sampled = 0;
+        }
+    }
+    if (shared != NULL)
+        dm_frame_unref(shared);
+    r->skipped = 0;
 }
 
 /* The viewer frame of a record of room r, or NULL for a record viewers
@@ -262,7 +308,9 @@ static struct dm_frame *record_frame(const struct dm_room *r, int64_t offset, co
         char retract[96 + DM_ROOM_MAX + DM_ID_LEN];
         size_t rn = dm_msg_retract(retract, sizeof(retract), r->name, offset, info->id);
         DM_ASSERT(rn > 0);
-        return dm_frame_new_text(retract, rn);
+        struct dm_frame *f = dm_frame_new_text(retract, rn);
+        f->records = 1;
+        return f;
     }
     if (type != DM_RECORD_COMMENT)
         return NULL;
@@ -273,6 +321,7 @@ static struct dm_frame *record_frame(const struct dm_room *r, int64_t offset, co
     DM_ASSERT(n > 0);
     struct dm_frame *f = dm_frame_new_text(payload, n);
     free(payload);
+    f->records = 1;
     return f;
 }
 
@@ -315,7 +364,7 @@ static size_t on_record(int32_t partition, int64_t offset, int64_t ts_ms, const 
      * output bound. */
     if (r->blk_len > 0 && r->blk_len + f->len > BLOCK_MAX)
         flush_block(r);
-    dm_room_block_add(r, f);
+    dm_room_block_add(r, f, type == DM_RECORD_RETRACT || info.prio > 0);
     dm_frame_unref(f);
     if (!r->dirty) {
         r->dirty = true;
@@ -582,8 +631,10 @@ static void on_online(int64_t online, void *arg)
         if (online >= 0)
             r->online = online;
         char *json = dm_msg_online(r->name, dm_bcast_online(b, r), &len);
-        fan_out(r, dm_frame_new_text(json, len));
+        struct dm_frame *f = dm_frame_new_text(json, len);
         free(json);
+        f->keep = false; /* the next one will do for a slow viewer */
+        fan_out(r, f);
     }
     free(q);
 }

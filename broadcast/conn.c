@@ -307,28 +307,46 @@ void dm_conns_flush(struct dm_bcast *b)
     }
 }
 
-/* Over max_client_outbuf with more queued; one frame into an empty queue is
- * always let through, so no frame size alone closes a reading viewer. */
-static bool over_bound(struct dm_conn *c, size_t more)
+/* Over `bound` with more queued; one frame into an empty queue is always
+ * let through, so no frame size alone closes a reading viewer. */
+static bool over(const struct dm_conn *c, size_t more, size_t bound)
 {
-    return c->out_bytes > 0 && c->out_bytes + more > (size_t)c->b->cfg->max_client_outbuf;
+    return c->out_bytes > 0 && c->out_bytes + more > bound;
 }
 
-void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
+static bool over_bound(const struct dm_conn *c, size_t more)
+{
+    return over(c, more, (size_t)c->b->cfg->max_client_outbuf);
+}
+
+/* The bound past which a viewer is closed even when it is sampled: what is
+ * never sampled (priority, retracts, answers to it) still has to fit. */
+static bool over_hard_bound(const struct dm_conn *c, size_t more)
+{
+    size_t bound = (size_t)c->b->cfg->max_client_outbuf;
+    return over(c, more, c->b->cfg->slow_viewer_sample ? 2 * bound : bound);
+}
+
+enum dm_send_result dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f)
 {
     DM_CHECK_OBJ(c, DM_CONN_MAGIC);
     if (c->state != CONN_OPEN)
-        return;
+        return DM_SEND_QUEUED;
     /* Near the bound, write now rather than at the end of the pass: the
      * bound is about what the viewer does not take, not about how much one
      * pass gathers. */
     if (over_bound(c, f->len) && !c->want_write && (flush_conn(c) < 0 || c->state != CONN_OPEN))
-        return;
-    if (over_bound(c, f->len)) {
+        return DM_SEND_CLOSED;
+    if (over_bound(c, f->len) && c->b->cfg->slow_viewer_sample && !f->keep) {
+        dm_metrics_inc(c->b->m, DM_M_SLOW_SAMPLED, f->records);
+        return DM_SEND_SAMPLED;
+    }
+    if (over_hard_bound(c, f->len)) {
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
-        return;
+        return DM_SEND_CLOSED;
     }
     enqueue(c, f);
+    return DM_SEND_QUEUED;
 }
 
 /* Queues bytes (copied) as they are: HTTP answers and the handshake. */
@@ -344,7 +362,7 @@ static void send_bytes(struct dm_conn *c, const void *bytes, size_t len)
  * not grow our memory. */
 static void send_raw_frame(struct dm_conn *c, uint8_t opcode, const void *payload, size_t len)
 {
-    if (opcode != DM_WS_OP_CLOSE && over_bound(c, len + DM_WS_MAX_HEADER)) {
+    if (opcode != DM_WS_OP_CLOSE && over_hard_bound(c, len + DM_WS_MAX_HEADER)) {
         dm_conn_close(c, DM_CLOSE_SLOW_CONSUMER);
         return;
     }

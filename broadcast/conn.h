@@ -36,9 +36,18 @@ enum dm_close_reason {
  * connection links itself into b->conns. Closes fd on failure. */
 void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd);
 
-/* Queues a shared frame (referenced, not copied). Closes the connection with
- * 4008 when its pending output exceeds the bound. */
-void dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f);
+/* What became of a frame given to a viewer. */
+enum dm_send_result {
+    DM_SEND_QUEUED,  /* queued (or the connection is not open: nothing to do) */
+    DM_SEND_SAMPLED, /* dropped for this slow viewer (slow_viewer_sample) */
+    DM_SEND_CLOSED,  /* the viewer was closed (4008, or a socket error) */
+};
+
+/* Queues a shared frame (referenced, not copied). When the viewer's pending
+ * output would exceed max_client_outbuf, it is closed with 4008; with
+ * slow_viewer_sample, a frame that is not `keep` is dropped instead, and the
+ * viewer is closed only past twice the bound. */
+enum dm_send_result dm_conn_send_frame(struct dm_conn *c, struct dm_frame *f);
 
 /* Encodes and queues one text message (copied). */
 void dm_conn_send_text(struct dm_conn *c, const char *json, size_t len);

@@ -235,6 +235,8 @@ struct dm_frame *dm_frame_new(uint8_t opcode, const void *payload, size_t len)
         memcpy(f->data + h, payload, len);
     f->len = h + len;
     f->refs = 1;
+    f->records = 0;
+    f->keep = true;
     return f;
 }
 
@@ -249,10 +251,12 @@ struct dm_frame *dm_frame_new_raw(const void *bytes, size_t len)
     memcpy(f->data, bytes, len);
     f->len = len;
     f->refs = 1;
+    f->records = 0;
+    f->keep = true;
     return f;
 }
 
-void dm_room_block_add(struct dm_room *r, const struct dm_frame *f)
+void dm_room_block_add(struct dm_room *r, const struct dm_frame *f, bool keep)
 {
     if (r->blk_len + f->len > r->blk_cap) {
         size_t cap = r->blk_cap ? r->blk_cap : 4096;
@@ -263,6 +267,8 @@ void dm_room_block_add(struct dm_room *r, const struct dm_frame *f)
     }
     memcpy(r->blk + r->blk_len, f->data, f->len);
     r->blk_len += f->len;
+    r->blk_records = (uint16_t)(r->blk_records + f->records);
+    r->blk_keep = r->blk_keep || keep;
 }
 
 void dm_frame_ref(struct dm_frame *f)

@@ -25,8 +25,9 @@ struct dm_catchup_req;
 struct dm_member {
     struct dm_conn *conn;
     struct dm_room *room;
-    bool live;   /* receives records; false until the partition is positioned */
-    bool resume; /* asked to resume after resume_offset of stream resume_epoch */
+    bool live;        /* receives records; false until the partition is positioned */
+    uint32_t sampled; /* records dropped for this slow viewer, not yet told in `skipped` */
+    bool resume;      /* asked to resume after resume_offset of stream resume_epoch */
     int64_t resume_offset, resume_epoch;
     struct dm_catchup_req *catchup; /* reading what it missed back from Kafka; owned by bcast.c */
     bool waiting; /* ahead of this node's stream, or its epoch unknown: node's waiting list */
@@ -63,6 +64,9 @@ struct dm_room {
      * gets one reference (one iovec) per round instead of one per record. */
     unsigned char *blk;
     size_t blk_len, blk_cap;
+    uint16_t blk_records;       /* records in the block */
+    bool blk_keep;              /* the block holds a record that is never sampled */
+    bool sampled;               /* a member has sampled records to be told of */
     struct dm_room *next_dirty; /* in the node's list of rooms with a block */
     bool dirty;
     struct dm_member_list members;
@@ -133,23 +137,27 @@ void dm_rooms_foreach_in_partition(struct dm_rooms *t, int32_t partition,
 /* A refcounted, immutable, pre-encoded WebSocket frame. */
 struct dm_frame {
     unsigned refs;
+    uint16_t records; /* comment or retract records it carries (a block: several) */
+    bool keep;        /* never sampled for a slow viewer (slow_viewer_sample): it
+                       * goes out whole, or the viewer is closed */
     size_t len;
     unsigned char data[];
 };
 
 /* Builds a server (unmasked) frame of opcode around payload (copied);
- * refs = 1. */
+ * refs = 1, keep = true, records = 0 (the caller sets them otherwise). */
 struct dm_frame *dm_frame_new(uint8_t opcode, const void *payload, size_t len);
 
 /* dm_frame_new for a text frame. */
 struct dm_frame *dm_frame_new_text(const char *payload, size_t len);
 
 /* A frame holding bytes as they are (already framed, e.g. several frames
- * concatenated); refs = 1. */
+ * concatenated); refs = 1, keep = true, records = 0. */
 struct dm_frame *dm_frame_new_raw(const void *bytes, size_t len);
 
-/* Appends f's bytes to r's block of this round. */
-void dm_room_block_add(struct dm_room *r, const struct dm_frame *f);
+/* Appends f's bytes and records to r's block of this round; keep: f must
+ * not be sampled for a slow viewer (then neither is the block). */
+void dm_room_block_add(struct dm_room *r, const struct dm_frame *f, bool keep);
 void dm_frame_ref(struct dm_frame *f);
 void dm_frame_unref(struct dm_frame *f);
 

@@ -67,6 +67,9 @@ DM_CONF(max_rooms, INT, "8", 1, 1024, B, "rooms one connection may join")
 DM_CONF(max_message, SIZE, "4k", 128, 1048576, B, "largest client message")
 DM_CONF(max_header, SIZE, "8k", 1024, 65536, B, "largest handshake request head")
 DM_CONF(max_client_outbuf, SIZE, "1m", 4096, 1073741824, B, "pending output per viewer before 4008")
+DM_CONF(slow_viewer_sample, BOOL, "false", 0, 0, B,
+        "over max_client_outbuf, drop normal comments for that viewer (counted, sent as "
+        "skipped) instead of closing it with 4008; closed only at twice the bound")
 DM_CONF(heartbeat_ms, INT, "15000", 100, 600000, B, "server ping interval")
 DM_CONF(idle_timeout_ms, INT, "45000", 300, 3600000, B, "close a viewer silent this long")
 DM_CONF(handshake_timeout_ms, INT, "5000", 100, 600000, B, "time allowed for the handshake")

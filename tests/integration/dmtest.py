@@ -167,8 +167,11 @@ def post_comment(port, room, text, token, **fields):
 class WSClient:
     """A small RFC 6455 client: masked frames out, unmasked frames in."""
 
-    def __init__(self, port, path="/v1/ws", protocol="danmaku.v1", timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, path="/v1/ws", protocol="danmaku.v1", timeout=10, sock=None):
+        """sock: an already connected socket to use (e.g. with a small
+        receive buffer)."""
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

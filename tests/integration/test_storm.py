@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import struct
+import socket
 import subprocess
 import tempfile
+import uuid
 
 from dmtest import (BIN, SECRET_FILE, WSClient, http, kafka_bootstrap, partitions,
                     start_broadcast, start_ingest, topic)
@@ -87,3 +89,65 @@ def test_slow_viewers_are_cut_off_and_the_others_lose_nothing():
     finally:
         node.assert_clean_exit()
         ingest.assert_clean_exit()
+
+
+def _metric(port, name):
+    _, _, text = http(port, "GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_slow_viewer_sampled_instead_of_closed_and_told_exactly():
+    """With slow_viewer_sample, a viewer that stops reading for a while is
+    not closed: comments over its bound are dropped for it alone, and the
+    `skipped` notices it gets afterwards add up exactly to what it missed;
+    what it does get is in order, once. The others lose nothing."""
+    node = start_broadcast("--max-client-outbuf", "65536", "--workers", "1", "--density-cap", "0",
+                           "--slow-viewer-sample", "true")
+    prefix = "sample-" + uuid.uuid4().hex[:8]
+    room = prefix + "-0"
+    out = os.path.join(tempfile.mkdtemp(prefix="dm-sample-"), "sample.json")
+    # A small receive buffer, so the node's output bound is reached soon.
+    slow = None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    try:
+        slow = WSClient(node.port, f"/v1/ws?room={room}", sock=sock)
+        assert slow.recv_json()["op"] == "hello"
+        assert slow.recv_json(timeout=20)["op"] == "joined"
+        run = subprocess.Popen(
+            [os.path.join(BIN, "danmaku-loadtest"), "--ws", f"127.0.0.1:{node.port}",
+             "--publish", "kafka", "--kafka-brokers", kafka_bootstrap(), "--kafka-topic",
+             topic(), "--kafka-partitions", str(partitions()), "--viewers", "20", "--rooms", "1",
+             "--room-prefix", prefix, "--rate", "1500", "--message-size", "1000",
+             "--duration", "6", "--warmup", "1", "--quiet", "--json", out],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # The slow viewer reads nothing until the load tester is done.
+        output = run.communicate(timeout=120)[0]
+        with open(out) as f:
+            s = json.load(f)["summary"]
+        assert run.returncode == 0, output
+        assert s["lost"] == 0 and s["duplicated"] == 0 and s["out_of_order"] == 0, s
+        sampled = _metric(node.port, "danmaku_slow_viewer_sampled_total")
+        assert sampled > 0, "the viewer never went over its bound"
+        assert _metric(node.port, 'danmaku_ws_closed_total{reason="slow_consumer"}') == 0
+
+        got, skipped, last = 0, 0, -1
+        while got + skipped < s["acked"]:
+            msg = slow.recv_json(timeout=10)
+            if msg["op"] == "danmaku":
+                assert msg["offset"] > last, "out of order or twice"
+                last = msg["offset"]
+                got += 1
+            elif msg["op"] == "skipped":
+                skipped += msg["count"]
+        assert got + skipped == s["acked"] and skipped == sampled, (got, skipped, sampled)
+        assert got > 0
+    finally:
+        if slow is not None:
+            slow.close()
+        sock.close()
+        node.assert_clean_exit()

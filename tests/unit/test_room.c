@@ -93,12 +93,19 @@ static void test_blocks(void)
     size_t total = 0;
     for (int i = 0; i < 200; i++) {
         struct dm_frame *f = frame_of(i);
-        dm_room_block_add(&r, f);
+        f->records = 1;
+        dm_room_block_add(&r, f, false);
         total += f->len;
         dm_frame_unref(f);
     }
     ok(r.blk_len == total && r.blk_cap >= total, "a block holds every frame of the pass (%zu)",
        total);
+    ok(r.blk_records == 200 && !r.blk_keep, "it counts its records; none must be kept");
+    struct dm_frame *prio = frame_of(200);
+    prio->records = 1;
+    dm_room_block_add(&r, prio, true);
+    dm_frame_unref(prio);
+    ok(r.blk_records == 201 && r.blk_keep, "one record never sampled keeps the whole block");
     struct dm_frame *f0 = frame_of(0);
     ok(memcmp(r.blk, f0->data, f0->len) == 0, "in order, as framed");
     dm_frame_unref(f0);
