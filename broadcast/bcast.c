@@ -60,12 +60,15 @@ static bool must_wait(const struct dm_bcast *b, const struct dm_member *m, int64
     return m->resume_epoch == p->epoch && m->resume_offset >= p->next_offset;
 }
 
+static bool start_backfill(struct dm_bcast *b, struct dm_member *m, int64_t live_from);
+
 static void go_live(struct dm_bcast *b, struct dm_member *m)
 {
     struct dm_room *r = m->room;
     struct dm_conn *conn = m->conn;
     struct dm_bpart *p = &b->parts[r->partition];
     int64_t now = dm_now_ms(), after = m->resume_offset;
+    bool fresh = !m->resume;
 
     if (must_wait(b, m, now)) {
         if (!m->waiting) {
@@ -88,6 +91,10 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
                "next_offset=%lld window_start=%lld",
                r->name, (long long)after, (long long)m->resume_epoch, (long long)p->epoch,
                (long long)p->next_offset, (long long)r->window_start);
+    int64_t live_from = p->next_offset - 1;
+    uint32_t backfill = fresh ? (uint32_t)b->cfg->join_backfill : 0;
+    if (backfill > 0 && start_backfill(b, m, live_from))
+        return;
     m->live = true;
     m->resume = false;
     /* Sending may close a viewer over its output bound, which frees m:
@@ -96,7 +103,11 @@ static void go_live(struct dm_bcast *b, struct dm_member *m)
         dm_conn_joined(conn, m, p->epoch, after, true);
         dm_room_window_replay(r, after, replay_frame, conn);
     } else {
-        dm_conn_joined(conn, m, p->epoch, p->next_offset - 1, false);
+        uint32_t found;
+        dm_conn_joined(conn, m, p->epoch, live_from, false);
+        if (backfill > 0)
+            dm_room_window_replay(r, dm_room_window_tail(r, live_from, backfill, &found),
+                                  replay_frame, conn);
     }
 }
 
@@ -499,6 +510,96 @@ static void on_catchup(bool ok, const struct dm_catchup_record *recs, size_t n, 
     free(q);
 }
 
+/* ---- fresh-join backfill ---- */
+
+/* A fresh viewer's backfill waiting for Redis. The member is not live
+ * meanwhile; what arrives is kept by the room's window and sent after the
+ * backfill, so the viewer gets the recent comments, then every comment
+ * after live_from, in offset order. */
+struct dm_backfill_req {
+    struct dm_bcast *b;
+    struct dm_member *m; /* NULL once it left */
+    unsigned generation; /* of the partition's stream when asked */
+    int64_t live_from;   /* the `joined` offset: the backfill is at or before it */
+};
+
+static void send_history_entry(struct dm_room *r, struct dm_conn *conn,
+                               const struct dm_history_entry *e)
+{
+    struct dm_record_info info;
+    struct dm_frame *f = record_frame(r, e->offset, e->record, e->len, &info);
+    if (f != NULL) {
+        dm_conn_send_frame(conn, f);
+        dm_frame_unref(f);
+    }
+}
+
+static void on_backfill(const struct dm_history_entry *e, size_t n, void *arg)
+{
+    struct dm_backfill_req *q = arg;
+    struct dm_bcast *b = q->b;
+    struct dm_member *m = q->m;
+
+    if (m == NULL) {
+        free(q);
+        return;
+    }
+    m->backfill = NULL;
+    struct dm_room *r = m->room;
+    struct dm_bpart *p = &b->parts[r->partition];
+    if (!p->ready || p->generation != q->generation) {
+        /* The stream broke meanwhile: activation starts it afresh. */
+        free(q);
+        return;
+    }
+    uint32_t want = (uint32_t)b->cfg->join_backfill, found;
+    int64_t after = dm_room_window_tail(r, q->live_from, want, &found);
+    /* Redis fills in what the window does not hold, oldest first: the
+     * entries older than the window's first record (the window may have
+     * moved on while Redis answered). */
+    int64_t below = after + 1 < r->window_start ? after + 1 : r->window_start;
+    if (n == (size_t)-1) {
+        dm_metrics_inc(b->m, DM_M_BACKFILL_FAILED, 1);
+        n = 0;
+    }
+    size_t usable = 0;
+    while (usable < n && e[usable].offset < below)
+        usable++;
+    size_t from_redis = want - found < usable ? want - found : usable;
+
+    struct dm_conn *conn = m->conn;
+    m->live = true;
+    /* m may be freed by any send below (output bound): use conn and r. */
+    dm_conn_joined(conn, m, p->epoch, q->live_from, false);
+    for (size_t i = usable - from_redis; i < usable; i++)
+        send_history_entry(r, conn, &e[i]);
+    dm_room_window_replay(r, after, replay_frame, conn);
+    free(q);
+}
+
+/* Asks Redis for the part of a fresh join's backfill the window does not
+ * hold. Returns false when the window has all of it (go live at once). */
+static bool start_backfill(struct dm_bcast *b, struct dm_member *m, int64_t live_from)
+{
+    struct dm_room *r = m->room;
+    uint32_t want = (uint32_t)b->cfg->join_backfill, found;
+    int64_t after = dm_room_window_tail(r, live_from, want, &found);
+
+    if (found >= want)
+        return false;
+    struct dm_backfill_req *q = dm_calloc(1, sizeof(*q));
+    q->b = b;
+    q->m = m;
+    q->generation = b->parts[r->partition].generation;
+    q->live_from = live_from;
+    m->backfill = q;
+    int64_t before = after + 1 < r->window_start ? after + 1 : r->window_start;
+    /* The answer may come at once (Redis not connected): on_backfill then
+     * finishes the join before this returns. */
+    dm_membership_history(b->membership, r->name, before, want - found, on_backfill, q);
+    return true;
+}
+
 static bool start_catchup(struct dm_bcast *b, struct dm_member *m)
 {
     struct dm_room *r = m->room;
@@ -585,6 +686,8 @@ void dm_bcast_leave(struct dm_bcast *b, struct dm_member *m)
     dm_metrics_inc(b->m, DM_M_LEAVES, 1);
     if (m->catchup != NULL)
         m->catchup->m = NULL; /* its answer finds nobody to give it to */
+    if (m->backfill != NULL)
+        m->backfill->m = NULL;
     if (m->waiting)
         TAILQ_REMOVE(&b->waiting, m, wait_link);
     dm_membership_changed(b->membership, m->room);

@@ -239,6 +239,12 @@ unsigned long dm_membership_redis_errors(const struct dm_membership *m)
     return dm_redis_errors(m->redis);
 }
 
+void dm_membership_history(struct dm_membership *m, const char *room, int64_t before, size_t limit,
+                           dm_history_cb cb, void *arg)
+{
+    dm_history_before(m->redis, m->cfg->redis_prefix, room, before, limit, cb, arg);
+}
+
 bool dm_membership_redis_connected(const struct dm_membership *m)
 {
     return dm_redis_connected(m->redis);

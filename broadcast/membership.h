@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/history.h"
+
 struct event_base;
 struct dm_config;
 struct dm_room;
@@ -49,6 +51,11 @@ void dm_membership_epoch(struct dm_membership *m, int32_t partition,
 
 /* Redis commands that failed so far (for the metrics). */
 unsigned long dm_membership_redis_errors(const struct dm_membership *m);
+
+/* The last `limit` records of room's history in Redis with offset < before
+ * (written by ingest; common/history.h), for a fresh viewer's backfill. */
+void dm_membership_history(struct dm_membership *m, const char *room, int64_t before, size_t limit,
+                           dm_history_cb cb, void *arg);
 
 /* Whether the Redis connection is up. */
 bool dm_membership_redis_connected(const struct dm_membership *m);

@@ -191,6 +191,18 @@ bool dm_room_window_covers(struct dm_room *r, int64_t after, int64_t now_ms, int
     return r->window_start != INT64_MAX && after + 1 >= r->window_start;
 }
 
+int64_t dm_room_window_tail(const struct dm_room *r, int64_t upto, uint32_t n, uint32_t *found)
+{
+    uint32_t upto_len = 0; /* entries at or before upto: a prefix of the ring */
+    while (upto_len < r->win_len && r->win[(r->win_head + upto_len) % r->win_cap].offset <= upto)
+        upto_len++;
+    *found = n < upto_len ? n : upto_len;
+    if (*found == 0)
+        return upto;
+    uint32_t first = upto_len - *found;
+    return r->win[(r->win_head + first) % r->win_cap].offset - 1;
+}
+
 void dm_room_window_replay(const struct dm_room *r, int64_t after,
                            void (*fn)(struct dm_frame *f, void *arg), void *arg)
 {

@@ -19,6 +19,7 @@
 struct dm_conn;
 struct dm_room;
 struct dm_catchup_req;
+struct dm_backfill_req;
 
 /* A member is embedded nowhere else: created by dm_rooms_join, freed by
  * dm_rooms_leave. conn_link is owned by the connection's list. */
@@ -29,7 +30,8 @@ struct dm_member {
     uint32_t sampled; /* records dropped for this slow viewer, not yet told in `skipped` */
     bool resume;      /* asked to resume after resume_offset of stream resume_epoch */
     int64_t resume_offset, resume_epoch;
-    struct dm_catchup_req *catchup; /* reading what it missed back from Kafka; owned by bcast.c */
+    struct dm_catchup_req *catchup;   /* reading what it missed back from Kafka; owned by bcast.c */
+    struct dm_backfill_req *backfill; /* reading recent history from Redis; owned by bcast.c */
     bool waiting; /* ahead of this node's stream, or its epoch unknown: node's waiting list */
     int64_t waiting_since_ms; /* when it first had to wait; 0: never */
     TAILQ_ENTRY(dm_member) wait_link;
@@ -118,6 +120,12 @@ void dm_room_window_reset(struct dm_room *r, int64_t start);
 /* Whether every record of r after offset `after` is in the window or still
  * to come (after ages out entries older than max_age_ms). */
 bool dm_room_window_covers(struct dm_room *r, int64_t after, int64_t now_ms, int64_t max_age_ms);
+
+/* For a backfill of the last n records at or before upto: the offset after
+ * which they start in the window (replaying from it sends them, then what
+ * came after upto), and in *found how many of them the window has (fewer
+ * than n when it holds less). */
+int64_t dm_room_window_tail(const struct dm_room *r, int64_t upto, uint32_t n, uint32_t *found);
 
 /* Calls fn, in offset order, for each windowed frame with offset > after. */
 void dm_room_window_replay(const struct dm_room *r, int64_t after,

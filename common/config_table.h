@@ -48,6 +48,10 @@ DM_CONF(redis_host, STR, "127.0.0.1", 0, 0, IB, "Redis host")
 DM_CONF(redis_port, INT, "6379", 1, 65535, IB, "Redis port")
 DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
 DM_CONF(redis_timeout_ms, INT, "250", 10, 60000, IB, "longest wait for any Redis reply")
+DM_CONF(history_max, INT, "500", 0, 100000, I,
+        "recent comments kept per room in Redis for the history API and backfill (0: none)")
+DM_CONF(history_ttl_ms, INT, "600000", 1000, 604800000, I,
+        "a room's history in Redis expires this long after its last comment")
 DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
         "TTL of a broadcast node's room counts and heartbeat in Redis")
 
@@ -57,6 +61,8 @@ DM_CONF(recovery_window, INT, "500", 0, 100000, B,
         "recent comments kept per room for exact resume (0: no resume)")
 DM_CONF(recovery_age_ms, INT, "600000", 1000, 86400000, B,
         "oldest comment kept for resume; a room lingers this long at most once empty")
+DM_CONF(join_backfill, INT, "0", 0, 1000, B,
+        "recent comments a fresh join gets before the live stream (window, then Redis history)")
 DM_CONF(density_cap, INT, "500", 0, 1000000, B,
         "comments per second one viewer gets from one room before sampling (0: no cap)")
 DM_CONF(online_interval_ms, INT, "5000", 0, 600000, B,

@@ -33,6 +33,8 @@ DM_METRIC(DELIVERY_BYTES, COUNTER, delivery_bytes, "", B,
           "Bytes of comment frames queued to viewers")
 DM_METRIC(DENSITY_SKIPPED, COUNTER, density_skipped, "", B,
           "Comments not sent to a viewer by density control")
+DM_METRIC(BACKFILL_FAILED, COUNTER, backfill_failed, "", B,
+          "Fresh-join backfills served without Redis history (Redis did not answer)")
 DM_METRIC(SLOW_SAMPLED, COUNTER, slow_viewer_sampled, "", B,
           "Comments dropped for viewers over their output bound (slow_viewer_sample)")
 DM_METRIC(WS_WRITES, COUNTER, ws_writes, "", B,

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "common/check.h"
+#include "common/history.h"
 #include "common/hash.h"
 #include "common/utf8.h"
 
@@ -461,6 +462,23 @@ char *dm_msg_accepted(const char *id, const char *room, int32_t partition, int64
 char *dm_msg_http_error(const char *code, const char *message, size_t *len)
 {
     return dump(json_pack("{s:s,s:o}", "error", code, "message", message_string(message)), len);
+}
+
+char *dm_msg_history(const char *room, int32_t partition, const struct dm_history_entry *e,
+                     size_t n, size_t *len)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *rec = json_loadb(e[i].record, e[i].len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(rec)) {
+            json_decref(rec);
+            continue;
+        }
+        json_array_append_new(
+            items, json_pack("{s:I,s:o}", "offset", (json_int_t)e[i].offset, "data", rec));
+    }
+    return dump(
+        json_pack("{s:s,s:i,s:o}", "room", room, "partition", (int)partition, "items", items), len);
 }
 
 char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len)

@@ -115,5 +115,10 @@ char *dm_msg_accepted(const char *id, const char *room, int32_t partition, int64
                       int64_t ts, size_t *len);
 char *dm_msg_http_error(const char *code, const char *message, size_t *len);
 char *dm_msg_room_info(const char *room, int64_t online, int32_t partition, size_t *len);
+/* {"room","partition","items":[{"offset","data":{record}}...]}; entries
+ * whose record is not a JSON object are left out. */
+struct dm_history_entry;
+char *dm_msg_history(const char *room, int32_t partition, const struct dm_history_entry *e,
+                     size_t n, size_t *len);
 
 #endif

@@ -68,6 +68,8 @@ export DANMAKU_JWT_ALG=HS256
 
 "$BIN/danmaku-ingest" --port-file "$RUN/ingest.port" 2>"$RUN/ingest.log" &
 PIDS+=($!)
+# A viewer opening the demo page sees the room's last comments at once.
+export DANMAKU_JOIN_BACKFILL=${DANMAKU_JOIN_BACKFILL:-20}
 "$BIN/danmaku-broadcast" --port-file "$RUN/broadcast.port" 2>"$RUN/broadcast.log" &
 PIDS+=($!)
 wait_file "$RUN/ingest.port" 10 || { tail "$RUN/ingest.log"; exit 1; }

@@ -2,9 +2,11 @@
  * answered 201 only from its Kafka delivery report. */
 #include "server/http.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -47,6 +49,8 @@ struct pending {
     char id[DM_ID_LEN + 1];
     char room[DM_ROOM_MAX + 1];
     int64_t ts;
+    char *value; /* the record as published: into the history once acknowledged */
+    size_t vlen;
 };
 
 static void add_cors(struct dm_http *h, struct evhttp_request *req)
@@ -124,7 +128,9 @@ static void on_delivered(const char *err, int32_t partition, int64_t offset, voi
         char *body = dm_msg_accepted(p->id, p->room, partition, offset, p->ts, &len);
         send_json(p->in, p->req, 201, "Created", body, len);
         free(body);
+        dm_store_history_append(p->in->store, p->room, offset, p->value, p->vlen);
     }
+    free(p->value);
     free(p);
 }
 
@@ -198,13 +204,15 @@ static void post_danmaku(struct dm_http *h, struct evhttp_request *req, const ch
     memcpy(p->id, c.id, sizeof(p->id));
     memcpy(p->room, c.room, sizeof(p->room));
     p->ts = c.ts;
+    p->value = value;
+    p->vlen = vlen;
     if (dm_producer_send(in->producer, partition, room, rlen, value, vlen, on_delivered, p) < 0) {
+        free(p->value);
         free(p);
         send_unavailable(in, req, "the Kafka queue is full or unavailable; retry later");
     } else {
         h->pending++;
     }
-    free(value);
     dm_comment_fini(&c);
 out_claims:
     dm_jwt_claims_fini(&claims);
@@ -246,6 +254,75 @@ static void get_room(struct dm_http *h, struct evhttp_request *req, const char *
     snprintf(q->room, sizeof(q->room), "%s", room);
     h->pending++; /* before the call: the answer may come at once */
     dm_store_online(h->in->store, room, on_room_online, q);
+}
+
+#define HISTORY_DEFAULT_LIMIT 50
+
+static void on_history(const struct dm_history_entry *e, size_t n, void *arg)
+{
+    struct room_query *q = arg;
+    size_t len;
+
+    q->in->http->pending--;
+    q->in->http->answering_us = q->start_us;
+    if (n == (size_t)-1) {
+        send_unavailable(q->in, q->req, "Redis did not answer; retry later");
+    } else {
+        int32_t partition =
+            dm_room_partition(q->room, strlen(q->room), (int32_t)q->in->cfg->kafka_partitions);
+        char *body = dm_msg_history(q->room, partition, e, n, &len);
+        send_json(q->in, q->req, 200, "OK", body, len);
+        free(body);
+    }
+    free(q);
+}
+
+/* A query parameter as an integer in [min, max]; def when absent. */
+static bool query_int(const struct evkeyvalq *params, const char *name, int64_t min, int64_t max,
+                      int64_t def, int64_t *out)
+{
+    const char *v = evhttp_find_header(params, name);
+    char *end;
+
+    *out = def;
+    if (v == NULL)
+        return true;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno != 0 || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* GET /v1/rooms/{room}/danmaku?after=<offset>&limit=<n>: the comments after
+ * offset, oldest first, or the latest `limit` without `after`. */
+static void get_history(struct dm_http *h, struct evhttp_request *req, const char *room)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *query = evhttp_uri_get_query(uri);
+    struct evkeyvalq params;
+    int64_t after, limit;
+    int64_t max = h->in->cfg->history_max > 0 ? h->in->cfg->history_max : 1;
+
+    TAILQ_INIT(&params);
+    if ((query != NULL && evhttp_parse_query_str(query, &params) < 0) ||
+        !query_int(&params, "after", 0, INT64_MAX, -1, &after) ||
+        !query_int(&params, "limit", 1, max,
+                   HISTORY_DEFAULT_LIMIT < max ? HISTORY_DEFAULT_LIMIT : max, &limit)) {
+        evhttp_clear_headers(&params);
+        send_error(h->in, req, 400, "Bad Request", "invalid_query",
+                   "after must be an offset >= 0 and limit 1..history_max");
+        return;
+    }
+    evhttp_clear_headers(&params);
+    struct room_query *q = dm_calloc(1, sizeof(*q));
+    q->in = h->in;
+    q->req = req;
+    q->start_us = h->answering_us;
+    snprintf(q->room, sizeof(q->room), "%s", room);
+    h->pending++; /* before the call: the answer may come at once */
+    dm_store_history(h->in->store, room, after, (size_t)limit, on_history, q);
 }
 
 static void get_health(struct dm_ingest *in, struct evhttp_request *req, bool liveness)
@@ -344,11 +421,14 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (match_room_route(path, "/danmaku", room, &room_ok)) {
-        if (method != EVHTTP_REQ_POST)
+        if (method != EVHTTP_REQ_POST && method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD)
             goto not_allowed;
         if (!room_ok)
             goto invalid_room;
-        post_danmaku(h, req, room);
+        if (method == EVHTTP_REQ_POST)
+            post_danmaku(h, req, room);
+        else
+            get_history(h, req, room);
         return;
     }
     send_error(h->in, req, 404, "Not Found", "not_found", "no such resource");

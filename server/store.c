@@ -7,6 +7,7 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/proto.h"
+#include "common/history.h"
 #include "common/online.h"
 #include "common/redis.h"
 
@@ -35,6 +36,22 @@ void dm_store_free(struct dm_store *s)
 void dm_store_online(struct dm_store *s, const char *room, dm_online_cb cb, void *arg)
 {
     dm_online_query(s->redis, s->cfg->redis_prefix, room, s->cfg->membership_ttl_ms, cb, arg);
+}
+
+void dm_store_history_append(struct dm_store *s, const char *room, int64_t offset,
+                             const char *record, size_t len)
+{
+    dm_history_append(s->redis, s->cfg->redis_prefix, room, offset, record, len,
+                      s->cfg->history_max, s->cfg->history_ttl_ms);
+}
+
+void dm_store_history(struct dm_store *s, const char *room, int64_t after, size_t limit,
+                      dm_history_cb cb, void *arg)
+{
+    if (after < 0)
+        dm_history_before(s->redis, s->cfg->redis_prefix, room, INT64_MAX, limit, cb, arg);
+    else
+        dm_history_after(s->redis, s->cfg->redis_prefix, room, after, limit, cb, arg);
 }
 
 bool dm_store_ready(const struct dm_store *s)

@@ -4,6 +4,8 @@
  * JSON (DESIGN §4), and the client message table. */
 #include "common/proto.h"
 
+#include "common/history.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -554,6 +556,18 @@ static void test_server_msgs(void)
 
     s = dm_msg_room_info("r1", 12345, 31, &len);
     check_msg("room info", s, len, "{\"room\":\"r1\",\"online\":12345,\"partition\":31}");
+
+    /* History: stored records are embedded as objects; anything else in
+     * Redis (not JSON, not an object) is left out, not passed through. */
+    static const char rec[] = "{\"id\":\"a\",\"text\":\"hi\"}";
+    const struct dm_history_entry hist[] = {
+        {7, rec, sizeof(rec) - 1}, {8, "not json", 8}, {9, "[1]", 3}, {10, "{\"x\":1}", 7}};
+    s = dm_msg_history("r1", 3, hist, 4, &len);
+    check_msg("history", s, len,
+              "{\"room\":\"r1\",\"partition\":3,\"items\":[{\"offset\":7,\"data\":"
+              "{\"id\":\"a\",\"text\":\"hi\"}},{\"offset\":10,\"data\":{\"x\":1}}]}");
+    s = dm_msg_history("r1", 3, hist, 0, &len);
+    check_msg("empty history", s, len, "{\"room\":\"r1\",\"partition\":3,\"items\":[]}");
 }
 
 /* ---- dm_client_msg_parse -------------------------------------------------- */

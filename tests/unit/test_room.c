@@ -73,6 +73,13 @@ static void test_window(void)
     ok(nreplayed == 2 && replayed[0] == 14 && replayed[1] == 15, "replay after 13: 14, 15");
     ok(dm_room_window_covers(r, 11, 2000, 60000) && !dm_room_window_covers(r, 10, 2000, 60000),
        "covers after 11, not after 10");
+    /* Backfill tails over entries 12..15. */
+    uint32_t found;
+    ok(dm_room_window_tail(r, 15, 2, &found) == 13 && found == 2, "last 2 up to 15: after 13");
+    ok(dm_room_window_tail(r, 14, 2, &found) == 12 && found == 2, "last 2 up to 14: after 12");
+    ok(dm_room_window_tail(r, 15, 9, &found) == 11 && found == 4, "more than held: all 4");
+    ok(dm_room_window_tail(r, 15, 0, &found) == 15 && found == 0, "none wanted: after upto");
+    ok(dm_room_window_tail(r, 11, 3, &found) == 11 && found == 0, "nothing at or before 11");
     /* Age: entries older than max_age go, and the window start moves. */
     /* At 1514 with a 500 ms bound, entries from before 1014 (offsets 12
      * and 13, arrived at 1012 and 1013) go. */
