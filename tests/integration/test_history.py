@@ -143,7 +143,8 @@ def test_backfill_without_redis_uses_the_window_and_counts_it():
     s.bind(("127.0.0.1", 0))
     dead = str(s.getsockname()[1])
     s.close()
-    node = start_broadcast("--join-backfill", "5", "--redis-port", dead)
+    # One worker: each worker keeps its own windows.
+    node = start_broadcast("--join-backfill", "5", "--redis-port", dead, "--workers", "1")
     try:
         first = viewer(node.port, room)
         offsets = _post(ingest, room, ["x", "y"])
