@@ -165,8 +165,9 @@ run() {
 
 V=$(scaled 5000)
 # Idle memory first, while the node's heap is fresh: its growth over the
-# connected phase divided by the connections is the cost of one viewer.
-run idle --viewers "$(scaled 10000)" --rooms 100 --rate 1 --publish kafka \
+# connected phase divided by the connections is the cost of one viewer. 19,000
+# is as many as one process holds here (20,000 descriptors per process).
+run idle --viewers "$(scaled 19000)" --rooms 100 --rate 1 --publish kafka \
     --connect-rate 5000 --duration "$(scaled 10)" --warmup 2
 run hot-room --scenario hot-room --viewers "$V" --rate "$(scaled 400)" \
     --duration "$(scaled 20)" --threads 1 --max-loss 0
