@@ -50,10 +50,22 @@ DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
 DM_CONF(redis_timeout_ms, INT, "250", 10, 60000, IB, "longest wait for any Redis reply")
 DM_CONF(history_max, INT, "500", 0, 100000, I,
         "recent comments kept per room in Redis for the history API and backfill (0: none)")
+DM_CONF(idempotency_ttl_ms, INT, "300000", 1000, 86400000, I,
+        "how long the answer to an Idempotency-Key is kept for retries")
 DM_CONF(history_ttl_ms, INT, "600000", 1000, 604800000, I,
         "a room's history in Redis expires this long after its last comment")
 DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
         "TTL of a broadcast node's room counts and heartbeat in Redis")
+DM_CONF(ratelimit_user_rate, INT, "1", 0, 1000000, I,
+        "comments per second one user may post, over all rooms (0: no user limit)")
+DM_CONF(ratelimit_user_burst, INT, "5", 1, 1000000, I,
+        "comments one user may post at once on top of ratelimit_user_rate")
+DM_CONF(ratelimit_room_rate, INT, "200", 0, 10000000, I,
+        "comments per second one room accepts from all its senders (0: no room limit)")
+DM_CONF(ratelimit_room_burst, INT, "400", 1, 10000000, I,
+        "comments one room accepts at once on top of ratelimit_room_rate")
+DM_CONF(ratelimit_local_max_keys, INT, "65536", 64, 16777216, I,
+        "entries (48 bytes each) of the local limiter used while Redis does not answer")
 
 /* Broadcast WebSocket */
 DM_CONF(ws_port, INT, "8081", 0, 65535, B, "broadcast WebSocket port (0: pick a free one)")

@@ -20,6 +20,16 @@ static const char append_script[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[4]) "
     "return 1";
 
+/* KEYS[1] the room's set; ARGV[1] the id. Members are records as ingest
+ * encodes them (compact JSON), so the id appears as "id":"<id>"; the set is
+ * bounded by history_max, so the scan is too. */
+static const char remove_script[] =
+    "local needle = '\"id\":\"' .. ARGV[1] .. '\"' "
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+    "  if string.find(m, needle, 1, true) then redis.call('ZREM', KEYS[1], m) end "
+    "end "
+    "return 1";
+
 static void history_key(char *buf, size_t size, const char *prefix, const char *room)
 {
     snprintf(buf, size, "%.128shist:%s", prefix, room);
@@ -42,6 +52,13 @@ void dm_history_append(struct dm_redis *r, const char *prefix, const char *room,
     /* Not connected: the comment is in Kafka all the same; the history
      * just misses it (counted by the client). */
     (void)dm_redis_command(r, NULL, NULL, 8, argv, argvlen);
+}
+
+void dm_history_remove(struct dm_redis *r, const char *prefix, const char *room, const char *id)
+{
+    char key[160 + DM_ROOM_MAX];
+    history_key(key, sizeof(key), prefix, room);
+    (void)dm_redis_commandf(r, NULL, NULL, "EVAL %s 1 %s %s", remove_script, key, id);
 }
 
 struct read {

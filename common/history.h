@@ -21,6 +21,9 @@ struct dm_redis;
 void dm_history_append(struct dm_redis *r, const char *prefix, const char *room, int64_t offset,
                        const char *record, size_t len, int64_t max, int64_t ttl_ms);
 
+/* Removes comment id from room's history (fire and forget). */
+void dm_history_remove(struct dm_redis *r, const char *prefix, const char *room, const char *id);
+
 struct dm_history_entry {
     int64_t offset;
     const char *record; /* borrowed from the reply: valid during the callback */

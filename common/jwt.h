@@ -1,6 +1,7 @@
-/* JWT policy (DESIGN.md §4): pinned algorithm, required exp, checked
- * nbf/iat/iss/aud with a small leeway, and our claims (sub, name, role,
- * prio, rooms). The only user of libjwt (<jwt.h>); nothing here exposes it. */
+/* JWT policy (DESIGN.md §4): pinned algorithm, keys selected by "kid" for
+ * rotation, required exp, checked nbf/iat/iss/aud with a small leeway, and
+ * our claims (sub, name, role, prio, rooms). The only user of libjwt
+ * (<jwt.h>); nothing here exposes it or OpenSSL. */
 #ifndef DM_COMMON_JWT_H
 #define DM_COMMON_JWT_H
 
@@ -18,6 +19,10 @@
 #define DM_JWT_MAX_KEY 65536
 /* Largest clock leeway accepted by dm_jwt_verifier_new (seconds). */
 #define DM_JWT_MAX_LEEWAY 3600
+/* Most keys with a kid in one verifier (the default key comes on top). */
+#define DM_JWT_MAX_KEYS 16
+/* Longest kid (bytes); see dm_jwt_kid_valid. */
+#define DM_JWT_MAX_KID 64
 /* Bounds of the claims we copy out. */
 #define DM_JWT_MAX_SUB   128
 #define DM_JWT_MAX_NAME  128
@@ -49,6 +54,13 @@ struct dm_jwt_claims {
  * at once with the same verifier. */
 struct dm_jwt_verifier;
 
+/* One verification key, as given to dm_jwt_verifier_new_keys. */
+struct dm_jwt_key {
+    const char *kid;          /* borrowed; NULL: the default key (tokens without "kid") */
+    const unsigned char *key; /* borrowed: HS* secret or PEM public key, as for verifier_new */
+    size_t keylen;
+};
+
 /* Creates a verifier pinned to `alg` ("HS256", "HS384", "HS512", "RS256",
  * "ES256"; exact spelling). `key` (borrowed, copied) is the shared secret for
  * HS* (at least DM_JWT_MIN_SECRET bytes, not a PEM block) or a PEM public key
@@ -62,7 +74,19 @@ struct dm_jwt_verifier *dm_jwt_verifier_new(const char *alg, const unsigned char
                                             size_t keylen, int64_t leeway_s, const char *iss,
                                             const char *aud, char err[DM_ERRLEN]);
 
-/* Frees `v` and scrubs its key; NULL is a no-op. */
+/* Like dm_jwt_verifier_new with several keys, all for the pinned `alg`:
+ * keys[0..nkeys) (borrowed, copied) hold at most one default key (kid NULL)
+ * and at most DM_JWT_MAX_KEYS keys with distinct kids, each valid for
+ * dm_jwt_kid_valid. Every key is parsed and checked here, once (the same
+ * bounds as dm_jwt_verifier_new); a token whose header has a "kid" is
+ * verified with that key only, a token without one with the default key.
+ * Returns NULL and fills `err` (naming the kid) when nkeys is 0 or any key is
+ * unusable. Caller owns the result (free with dm_jwt_verifier_free). */
+struct dm_jwt_verifier *dm_jwt_verifier_new_keys(const char *alg, const struct dm_jwt_key *keys,
+                                                 size_t nkeys, int64_t leeway_s, const char *iss,
+                                                 const char *aud, char err[DM_ERRLEN]);
+
+/* Frees `v` and scrubs its keys; NULL is a no-op. */
 void dm_jwt_verifier_free(struct dm_jwt_verifier *v);
 
 /* Verifies token[0..len) (borrowed, need not be NUL-terminated) at time
@@ -72,9 +96,13 @@ void dm_jwt_verifier_free(struct dm_jwt_verifier *v);
  * is a harmless no-op) and sets `*reason` to one of these static strings:
  *   "too_large"     longer than DM_JWT_MAX_TOKEN
  *   "malformed"     not three base64url segments of JSON objects, bad header
- *                   (duplicate keys, "crit", typ other than JWT, no alg)
+ *                   (duplicate keys, "crit", typ other than JWT, no alg, kid
+ *                   not a string)
  *   "alg_mismatch"  header alg is not exactly the pinned one ("none" included)
- *   "bad_signature" signature does not verify with the configured key
+ *   "unknown_kid"   the header's "kid" names no key of the verifier, or the
+ *                   token has no "kid" and the verifier no default key
+ *   "bad_signature" signature does not verify with the selected key (for
+ *                   ES256 it must be the 64-byte JWS form r||s, not DER)
  *   "missing_exp"   no "exp" claim
  *   "expired"       now >= exp + leeway
  *   "not_yet_valid" now < nbf - leeway, or iat > now + leeway
@@ -85,8 +113,9 @@ void dm_jwt_verifier_free(struct dm_jwt_verifier *v);
  *                   characters; name >128 bytes or with control characters;
  *                   unknown role; prio not an integer in 0..9; rooms not an
  *                   array of at most DM_JWT_MAX_ROOMS valid patterns
- * Signature and alg are checked before any claim, so the claim reasons are
- * only reported for authentic tokens. */
+ * The header (alg first) is checked before anything else and the signature
+ * before any claim, so the claim reasons are only reported for authentic
+ * tokens. */
 int dm_jwt_verify(const struct dm_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
                   struct dm_jwt_claims *out, const char **reason);
 
@@ -110,6 +139,22 @@ bool dm_jwt_room_pattern_valid(const char *s, size_t n);
  * and the token tool. */
 char *dm_jwt_mint(const char *alg, const unsigned char *key, size_t keylen, const char *claims_json,
                   char err[DM_ERRLEN]);
+
+/* dm_jwt_mint with a "kid" header: `kid` (borrowed) must satisfy
+ * dm_jwt_kid_valid; NULL mints without one. */
+char *dm_jwt_mint_kid(const char *alg, const char *kid, const unsigned char *key, size_t keylen,
+                      const char *claims_json, char err[DM_ERRLEN]);
+
+/* True when s[0..n) (borrowed) may name a key: 1..DM_JWT_MAX_KID bytes of
+ * [A-Za-z0-9._-], not starting with '.' (the characters of a Kubernetes
+ * Secret's keys, so a kid can be a file name). */
+bool dm_jwt_kid_valid(const char *s, size_t n);
+
+/* Reads the "kid" of token[0..len)'s header WITHOUT verifying anything, for
+ * diagnostics (the token tool). Returns 1 and copies it to `kid` when the
+ * header has a kid that satisfies dm_jwt_kid_valid, 0 when it has none, -1
+ * when the header cannot be read or its kid is not such a string. */
+int dm_jwt_peek_kid(const char *token, size_t len, char kid[DM_JWT_MAX_KID + 1]);
 
 /* Reads a key file `path` (at most DM_JWT_MAX_KEY bytes) and strips trailing
  * CR/LF, so a secret written by `echo` or an editor is the same secret as

@@ -185,6 +185,12 @@ out:
     return rc;
 }
 
+bool dm_comment_id_valid(const char *s, size_t n)
+{
+    return n > 0 && n <= DM_ID_LEN &&
+           strspn(s, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_") == n;
+}
+
 void dm_comment_new_id(struct dm_comment *c, int64_t ts_ms)
 {
     static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -217,6 +223,13 @@ static char *dump(json_t *o, size_t *len)
     json_decref(o);
     *len = strlen(s);
     return s;
+}
+
+char *dm_retract_encode(const char *room, const char *id, const char *by, int64_t ts, size_t *len)
+{
+    return dump(json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "retract", "room", room, "id", id, "by",
+                          by, "ts", (json_int_t)ts),
+                len);
 }
 
 char *dm_comment_encode(const struct dm_comment *c, size_t *len)
@@ -272,9 +285,7 @@ int dm_record_read(const char *value, size_t len, const char *room, size_t room_
         if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 9)
             info->prio = (int)json_integer_value(v);
         v = json_object_get(root, "id");
-        if (json_is_string(v) && json_string_length(v) <= DM_ID_LEN &&
-            strspn(json_string_value(v), "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                         "abcdefghijklmnopqrstuvwxyz-_") == json_string_length(v))
+        if (json_is_string(v) && dm_comment_id_valid(json_string_value(v), json_string_length(v)))
             memcpy(info->id, json_string_value(v), json_string_length(v) + 1);
         /* A retract without a well-formed id it retracts is of no use
          * (and the id goes into viewer frames unescaped). */

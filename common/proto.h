@@ -46,6 +46,14 @@ int dm_comment_parse_request(const char *body, size_t len, size_t max_text_chars
 /* Fills c->id with a new ULID for time ts_ms. */
 void dm_comment_new_id(struct dm_comment *c, int64_t ts_ms);
 
+/* Whether s[0..n) can be a comment id: 1..DM_ID_LEN of [0-9A-Za-z_-] (ours
+ * are ULIDs; the wider set is what records may carry). */
+bool dm_comment_id_valid(const char *s, size_t n);
+
+/* The retract record {"type":"retract","room","id","by","ts"} that withdraws
+ * comment id of room (moderation, published like a comment). Caller frees. */
+char *dm_retract_encode(const char *room, const char *id, const char *by, int64_t ts, size_t *len);
+
 /* Encodes the record as compact JSON. Caller owns the result (free()). */
 char *dm_comment_encode(const struct dm_comment *c, size_t *len);
 

@@ -19,9 +19,6 @@ struct dm_http *dm_http_new(struct dm_ingest *in, char err[DM_ERRLEN]);
  * requests already waiting for Kafka or Redis get their real answer. */
 void dm_http_start_draining(struct dm_http *h);
 
-/* Requests waiting for Kafka or Redis, not yet answered. */
-size_t dm_http_pending(const struct dm_http *h);
-
 /* Frees the server and its connections. NULL is a no-op. */
 void dm_http_free(struct dm_http *h);
 

@@ -78,9 +78,9 @@ void dm_ingest_drain(struct dm_ingest *in, int timeout_ms)
 
     dm_http_start_draining(in->http);
     event_base_once(in->base, -1, EV_TIMEOUT, on_deadline, &passed, &tv);
-    while (dm_http_pending(in->http) > 0 && !passed)
+    while (in->waiting > 0 && !passed)
         event_base_loop(in->base, EVLOOP_ONCE);
-    DM_LOG(DM_LOG_INFO, "msg=\"drained\" unanswered=%zu", dm_http_pending(in->http));
+    DM_LOG(DM_LOG_INFO, "msg=\"drained\" unanswered=%zu", in->waiting);
     /* Give the answers time to reach their sockets. */
     run_loop_for(in->base, FLUSH_WRITES_MS);
 }

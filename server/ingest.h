@@ -25,6 +25,7 @@ struct dm_ingest {
     struct dm_metrics *metrics;       /* owned */
     struct dm_metrics_shard *m;       /* this loop's shard */
     unsigned long redis_errors_seen;  /* last Redis error total counted */
+    size_t waiting;                   /* requests waiting for Kafka or Redis (request.h) */
     struct dm_http *http;             /* owned */
 };
 

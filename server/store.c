@@ -54,6 +54,16 @@ void dm_store_history(struct dm_store *s, const char *room, int64_t after, size_
         dm_history_after(s->redis, s->cfg->redis_prefix, room, after, limit, cb, arg);
 }
 
+void dm_store_history_remove(struct dm_store *s, const char *room, const char *id)
+{
+    dm_history_remove(s->redis, s->cfg->redis_prefix, room, id);
+}
+
+struct dm_redis *dm_store_redis(struct dm_store *s)
+{
+    return s->redis;
+}
+
 bool dm_store_ready(const struct dm_store *s)
 {
     return dm_redis_connected(s->redis);

@@ -15,6 +15,7 @@
 struct event_base;
 struct dm_config;
 struct dm_store;
+struct dm_redis;
 
 /* base and cfg are borrowed. Never fails: Redis is reconnected in the
  * background. */
@@ -34,6 +35,13 @@ void dm_store_history_append(struct dm_store *s, const char *room, int64_t offse
  * or the last `limit` when after < 0 (see common/history.h for cb). */
 void dm_store_history(struct dm_store *s, const char *room, int64_t after, size_t limit,
                       dm_history_cb cb, void *arg);
+
+/* Removes comment id from room's history (a retract; fire and forget). */
+void dm_store_history_remove(struct dm_store *s, const char *room, const char *id);
+
+/* The connection, for the modules with their own Redis protocol
+ * (idempotency.c). Borrowed. */
+struct dm_redis *dm_store_redis(struct dm_store *s);
 
 /* Redis commands that failed so far (for the metrics). */
 unsigned long dm_store_redis_errors(const struct dm_store *s);

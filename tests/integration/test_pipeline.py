@@ -187,7 +187,10 @@ def test_ingest_errors(nodes):
                         {"Authorization": "Bearer " + good, "Content-Type": "text/plain"})
     assert status == 415
     assert post_comment(ingest.port, "bad%20room!", "hi", good)[0] == 400
-    assert http(ingest.port, "GET", "/v1/rooms/room1/danmaku")[0] == 405
+    assert http(ingest.port, "PUT", "/v1/rooms/room1/danmaku")[0] == 405
+    assert http(ingest.port, "POST", "/v1/rooms/room1/danmaku/01ABC")[0] == 405
+    assert http(ingest.port, "GET", "/v1/rooms/room1/elsewhere")[0] == 404
+    assert http(ingest.port, "DELETE", "/v1/rooms/room1/danmaku/a/b")[0] == 404
     assert http(ingest.port, "GET", "/nope")[0] == 404
     status, _, body = http(ingest.port, "GET", "/healthz")
     assert status == 200 and body == {"status": "ok"}

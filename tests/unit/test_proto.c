@@ -566,6 +566,21 @@ static void test_server_msgs(void)
     check_msg("history", s, len,
               "{\"room\":\"r1\",\"partition\":3,\"items\":[{\"offset\":7,\"data\":"
               "{\"id\":\"a\",\"text\":\"hi\"}},{\"offset\":10,\"data\":{\"x\":1}}]}");
+    s = dm_retract_encode("r1", "01JD", "mod", 1700000000000, &len);
+    check_msg("retract record", s, len,
+              "{\"type\":\"retract\",\"room\":\"r1\",\"id\":\"01JD\",\"by\":\"mod\","
+              "\"ts\":1700000000000}");
+    struct dm_record_info info;
+    s = dm_retract_encode("r1", "01JD", "mod", 1700000000000, &len);
+    ok(dm_record_read(s, len, "r1", 2, &info) == DM_RECORD_RETRACT && strcmp(info.id, "01JD") == 0,
+       "a retract record reads back as one, with its id");
+    free(s);
+    ok(dm_comment_id_valid("01JD0000000000000000000000", 26) && dm_comment_id_valid("a-_Z", 4),
+       "ids: ULIDs and [0-9A-Za-z_-]");
+    ok(!dm_comment_id_valid("", 0) && !dm_comment_id_valid("x", 0) &&
+           !dm_comment_id_valid("123456789012345678901234567", 27) &&
+           !dm_comment_id_valid("a.b", 3) && !dm_comment_id_valid("a\"b", 3),
+       "ids: empty, too long, other characters refused");
     s = dm_msg_history("r1", 3, hist, 0, &len);
     check_msg("empty history", s, len, "{\"room\":\"r1\",\"partition\":3,\"items\":[]}");
 }

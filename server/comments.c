@@ -1,0 +1,320 @@
+/* Publishing comments and retracts, and reading history. */
+#include "server/comments.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/hash.h"
+#include "common/history.h"
+#include "common/jwt.h"
+#include "common/log.h"
+#include "common/proto.h"
+#include "server/idempotency.h"
+#include "server/ingest.h"
+#include "server/producer.h"
+#include "server/request.h"
+#include "server/store.h"
+
+#define HISTORY_DEFAULT_LIMIT 50
+
+/* A comment or retract on its way to Kafka (through the idempotency check
+ * first when the request has a key). */
+struct publish {
+    struct dm_request r;
+    bool retract;
+    char room[DM_ROOM_MAX + 1];
+    char id[DM_ID_LEN + 1]; /* the comment's, or the one retracted */
+    int64_t ts;
+    char *value; /* the record, owned */
+    size_t vlen;
+    /* Idempotency-Key, when given */
+    bool idem;
+    char uid[DM_JWT_MAX_SUB + 1];
+    char key[DM_IDEM_KEY_MAX + 1];
+    uint64_t fp;
+};
+
+static void publish_free(struct publish *p)
+{
+    free(p->value);
+    free(p);
+}
+
+static struct dm_redis *redis_of(const struct publish *p)
+{
+    return dm_store_redis(p->r.in->store);
+}
+
+static void on_delivered(const char *err, int32_t partition, int64_t offset, void *arg)
+{
+    struct publish *p = arg;
+    struct dm_ingest *in = p->r.in;
+    size_t len;
+
+    dm_request_done(&p->r);
+    if (err != NULL) {
+        if (p->idem)
+            dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+        dm_request_unavailable(&p->r, "Kafka did not acknowledge it; retry later");
+        publish_free(p);
+        return;
+    }
+    char *body = dm_msg_accepted(p->id, p->room, partition, offset, p->ts, &len);
+    dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
+    if (p->idem)
+        dm_idem_finish(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp, body, len,
+                       in->cfg->idempotency_ttl_ms);
+    free(body);
+    /* The history follows the acknowledged stream (fire and forget). */
+    if (p->retract)
+        dm_store_history_remove(in->store, p->room, p->id);
+    else
+        dm_store_history_append(in->store, p->room, offset, p->value, p->vlen);
+    publish_free(p);
+}
+
+/* Hands p to the producer; it answers when Kafka does. */
+static void publish(struct publish *p)
+{
+    struct dm_ingest *in = p->r.in;
+    size_t rlen = strlen(p->room);
+    int32_t partition = dm_room_partition(p->room, rlen, (int32_t)in->cfg->kafka_partitions);
+
+    if (dm_producer_send(in->producer, partition, p->room, rlen, p->value, p->vlen, on_delivered,
+                         p) < 0) {
+        if (p->idem)
+            dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+        dm_request_unavailable(&p->r, "the Kafka queue is full or unavailable; retry later");
+        publish_free(p);
+        return;
+    }
+    dm_request_wait(&p->r);
+}
+
+static void on_idem(enum dm_idem_state state, const char *body, size_t len, void *arg)
+{
+    struct publish *p = arg;
+
+    dm_request_done(&p->r);
+    switch (state) {
+    case DM_IDEM_NEW:
+        publish(p);
+        return;
+    case DM_IDEM_REPLAY:
+        dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
+        dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
+        break;
+    case DM_IDEM_IN_PROGRESS:
+        dm_request_retry_later(&p->r, 409, 1000, "in_progress",
+                               "a request with this Idempotency-Key is still being processed");
+        break;
+    case DM_IDEM_MISMATCH:
+        dm_request_error(&p->r, 422, "idempotency_mismatch",
+                         "this Idempotency-Key was used for another request");
+        break;
+    case DM_IDEM_UNAVAILABLE:
+        dm_request_unavailable(&p->r, "Redis did not answer: Idempotency-Key cannot be honoured "
+                                      "now; retry later");
+        break;
+    }
+    publish_free(p);
+}
+
+/* Publishes p, through the Idempotency-Key check when the request has
+ * one (fingerprinted over the room and fp_body). */
+static void publish_once(struct publish *p, const struct dm_jwt_claims *claims, const void *fp_body,
+                         size_t fp_len)
+{
+    struct dm_ingest *in = p->r.in;
+    const char *key = dm_request_header(&p->r, "Idempotency-Key");
+
+    if (key == NULL) {
+        publish(p);
+        return;
+    }
+    p->idem = true;
+    snprintf(p->uid, sizeof(p->uid), "%s", claims->sub);
+    snprintf(p->key, sizeof(p->key), "%s", key);
+    p->fp = dm_idem_fingerprint(p->room, fp_body, fp_len);
+    dm_request_wait(&p->r);
+    /* The claim outlives the longest publish, so a retry never publishes
+     * while the first attempt may still succeed. */
+    dm_idem_begin(dm_store_redis(in->store), in->cfg->redis_prefix, p->uid, p->key, p->fp,
+                  in->cfg->kafka_delivery_timeout_ms + 5000, on_idem, p);
+}
+
+/* The Idempotency-Key header is absent or well-formed; answers 400 itself. */
+static bool idem_header_ok(const struct dm_request *r)
+{
+    const char *key = dm_request_header(r, "Idempotency-Key");
+    if (key == NULL || dm_idem_key_valid(key))
+        return true;
+    dm_request_error(r, 400, "invalid_idempotency_key",
+                     "Idempotency-Key must be 1..128 printable ASCII characters");
+    return false;
+}
+
+void dm_comments_post(const struct dm_request *r, const char *room)
+{
+    struct dm_ingest *in = r->in;
+    struct evbuffer *body = evhttp_request_get_input_buffer(r->req);
+    const char *ctype = dm_request_header(r, "Content-Type");
+    size_t blen = evbuffer_get_length(body);
+    struct dm_jwt_claims claims;
+    struct dm_comment c;
+    char msg[DM_ERRLEN];
+
+    if (dm_request_authenticate(r, &claims) < 0)
+        return;
+    if (!dm_jwt_claims_allow_room(&claims, room)) {
+        dm_request_error(r, 403, "forbidden", "the token does not allow this room");
+        goto out_claims;
+    }
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        dm_request_error(r, 415, "unsupported_media_type", "Content-Type must be application/json");
+        goto out_claims;
+    }
+    if (blen > (size_t)in->cfg->max_body) {
+        dm_request_error(r, 413, "too_large", "request body is too large");
+        goto out_claims;
+    }
+    const char *raw = (const char *)evbuffer_pullup(body, -1);
+    if (dm_comment_parse_request(raw, blen, (size_t)in->cfg->max_text_chars, &c, msg) < 0) {
+        dm_request_error(r, 400, "invalid_body", msg);
+        goto out_claims;
+    }
+    if (!idem_header_ok(r))
+        goto out_comment;
+
+    c.ts = dm_now_ms();
+    dm_comment_new_id(&c, c.ts);
+    snprintf(c.room, sizeof(c.room), "%s", room);
+    snprintf(c.uid, sizeof(c.uid), "%s", claims.sub);
+    snprintf(c.name, sizeof(c.name), "%s", claims.name[0] != '\0' ? claims.name : claims.sub);
+    c.prio = claims.prio;
+
+    struct publish *p = dm_calloc(1, sizeof(*p));
+    p->r = *r;
+    memcpy(p->id, c.id, sizeof(p->id));
+    memcpy(p->room, c.room, sizeof(p->room));
+    p->ts = c.ts;
+    p->value = dm_comment_encode(&c, &p->vlen);
+    publish_once(p, &claims, raw, blen);
+out_comment:
+    dm_comment_fini(&c);
+out_claims:
+    dm_jwt_claims_fini(&claims);
+}
+
+void dm_comments_retract(const struct dm_request *r, const char *room, const char *id)
+{
+    struct dm_jwt_claims claims;
+
+    if (dm_request_authenticate(r, &claims) < 0)
+        return;
+    if (claims.role != DM_ROLE_MODERATOR && claims.role != DM_ROLE_ADMIN) {
+        dm_request_error(r, 403, "forbidden", "retracting needs the moderator or admin role");
+        goto out;
+    }
+    if (!dm_jwt_claims_allow_room(&claims, room)) {
+        dm_request_error(r, 403, "forbidden", "the token does not allow this room");
+        goto out;
+    }
+    if (!dm_comment_id_valid(id, strlen(id))) {
+        dm_request_error(r, 400, "invalid_id", "not a comment id");
+        goto out;
+    }
+    if (!idem_header_ok(r))
+        goto out;
+    struct publish *p = dm_calloc(1, sizeof(*p));
+    p->r = *r;
+    p->retract = true;
+    snprintf(p->room, sizeof(p->room), "%s", room);
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    p->ts = dm_now_ms();
+    /* Through Kafka like the comments, so every viewer sees it in the
+     * room's order, after the comment it withdraws. */
+    p->value = dm_retract_encode(room, id, claims.sub, p->ts, &p->vlen);
+    publish_once(p, &claims, id, strlen(id));
+out:
+    dm_jwt_claims_fini(&claims);
+}
+
+/* ---- history ---- */
+
+struct history_query {
+    struct dm_request r;
+    char room[DM_ROOM_MAX + 1];
+};
+
+static void on_history(const struct dm_history_entry *e, size_t n, void *arg)
+{
+    struct history_query *q = arg;
+    size_t len;
+
+    dm_request_done(&q->r);
+    if (n == (size_t)-1) {
+        dm_request_unavailable(&q->r, "Redis did not answer; retry later");
+    } else {
+        int32_t partition =
+            dm_room_partition(q->room, strlen(q->room), (int32_t)q->r.in->cfg->kafka_partitions);
+        char *body = dm_msg_history(q->room, partition, e, n, &len);
+        dm_request_json(&q->r, 200, body, len);
+        free(body);
+    }
+    free(q);
+}
+
+/* A query parameter as an integer in [min, max]; def when absent. */
+static bool query_int(const struct evkeyvalq *params, const char *name, int64_t min, int64_t max,
+                      int64_t def, int64_t *out)
+{
+    const char *v = evhttp_find_header(params, name);
+    char *end;
+
+    *out = def;
+    if (v == NULL)
+        return true;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno != 0 || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+void dm_comments_history(const struct dm_request *r, const char *room)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    struct evkeyvalq params;
+    int64_t after, limit;
+    int64_t max = r->in->cfg->history_max > 0 ? r->in->cfg->history_max : 1;
+    int64_t def = HISTORY_DEFAULT_LIMIT < max ? HISTORY_DEFAULT_LIMIT : max;
+
+    TAILQ_INIT(&params);
+    bool ok = query == NULL || evhttp_parse_query_str(query, &params) == 0;
+    ok = ok && query_int(&params, "after", 0, INT64_MAX, -1, &after) &&
+         query_int(&params, "limit", 1, max, def, &limit);
+    evhttp_clear_headers(&params);
+    if (!ok) {
+        dm_request_error(r, 400, "invalid_query",
+                         "after must be an offset >= 0 and limit 1..history_max");
+        return;
+    }
+    struct history_query *q = dm_calloc(1, sizeof(*q));
+    q->r = *r;
+    snprintf(q->room, sizeof(q->room), "%s", room);
+    dm_request_wait(&q->r); /* before the call: the answer may come at once */
+    dm_store_history(r->in->store, room, after, (size_t)limit, on_history, q);
+}
