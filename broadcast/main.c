@@ -1,9 +1,7 @@
 /* danmaku-broadcast: argv -> config -> listeners -> worker threads -> wait
  * for a signal -> drain -> teardown. */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -17,21 +15,11 @@
 /* How long SIGTERM waits for viewers to take their `reconnect` and for Redis
  * to forget this node. */
 #define DRAIN_DEADLINE_MS 5000
-#define MAX_WORKERS       256
-
-/* The CPUs this process may run on (taskset, cgroups' cpusets). */
-static int usable_cpus(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        return CPU_COUNT(&set);
-    return (int)sysconf(_SC_NPROCESSORS_ONLN);
-}
 
 int main(int argc, char **argv)
 {
     struct dm_process proc;
-    struct dm_worker *workers[MAX_WORKERS] = {0};
+    struct dm_worker *workers[DM_MAX_WORKERS] = {0};
     struct dm_metrics *metrics = NULL;
     char err[DM_ERRLEN];
     int n, port = 0, status = 1;
@@ -42,8 +30,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 1 : 0;
     const struct dm_config *cfg = &proc.cfg;
-    n = cfg->workers > 0 ? (int)cfg->workers : usable_cpus();
-    n = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
+    n = dm_process_worker_count(cfg);
     metrics = dm_metrics_new(DM_METRICS_B);
 
     for (int k = 0; k < n; k++) {

@@ -79,7 +79,7 @@ DM_CONF(density_cap, INT, "500", 0, 1000000, B,
         "comments per second one viewer gets from one room before sampling (0: no cap)")
 DM_CONF(online_interval_ms, INT, "5000", 0, 600000, B,
         "push each room's online count this often (0: never)")
-DM_CONF(workers, INT, "0", 0, 256, B, "event-loop threads (0: one per CPU this process may use)")
+DM_CONF(workers, INT, "0", 0, 256, IB, "event-loop threads (0: one per CPU this process may use)")
 DM_CONF(max_connections, INT, "19000", 1, 10000000, B, "connections this node accepts")
 DM_CONF(max_rooms, INT, "8", 1, 1024, B, "rooms one connection may join")
 DM_CONF(max_message, SIZE, "4k", 128, 1048576, B, "largest client message")

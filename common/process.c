@@ -1,9 +1,11 @@
 /* Shared process start-up for danmaku-ingest and danmaku-broadcast. */
 #include "common/process.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -15,6 +17,16 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     DM_UNUSED(what);
     DM_LOG(DM_LOG_INFO, "msg=\"stopping\" signal=%d", (int)sig);
     event_base_loopbreak(base);
+}
+
+int dm_process_worker_count(const struct dm_config *cfg)
+{
+    cpu_set_t set;
+    long n = cfg->workers;
+    if (n <= 0)
+        n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                         : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > DM_MAX_WORKERS ? DM_MAX_WORKERS : (int)n;
 }
 
 int dm_process_init(struct dm_process *p, unsigned scope, const char *prog, int argc, char **argv)

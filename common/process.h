@@ -23,6 +23,13 @@ struct dm_process {
  * must call dm_process_fini; otherwise nothing is left to free. */
 int dm_process_init(struct dm_process *p, unsigned scope, const char *prog, int argc, char **argv);
 
+/* Most event-loop threads a node runs. */
+#define DM_MAX_WORKERS 256
+
+/* How many worker threads to run: cfg->workers, or with 0 one per CPU this
+ * process may use (taskset, cgroup cpusets); 1..DM_MAX_WORKERS. */
+int dm_process_worker_count(const struct dm_config *cfg);
+
 /* Frees the loop, the signal events and the configuration. */
 void dm_process_fini(struct dm_process *p);
 

@@ -247,16 +247,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
-struct dm_http *dm_http_new(struct dm_ingest *in, char err[DM_ERRLEN])
+struct dm_http *dm_http_new(struct dm_ingest *in, int listen_fd, char err[DM_ERRLEN])
 {
     struct dm_http *h = dm_calloc(1, sizeof(*h));
     const struct dm_config *cfg = in->cfg;
-    int fd;
 
     h->magic = DM_HTTP_MAGIC;
     h->in = in;
     h->http = evhttp_new(in->base);
     if (h->http == NULL) {
+        close(listen_fd);
         snprintf(err, DM_ERRLEN, "evhttp_new failed");
         goto fail;
     }
@@ -268,19 +268,12 @@ struct dm_http *dm_http_new(struct dm_ingest *in, char err[DM_ERRLEN])
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH);
 
-    fd = dm_net_listen(cfg->listen_host, (int)cfg->http_port, 1024, false, err);
-    if (fd < 0)
-        goto fail;
-    h->bound = evhttp_accept_socket_with_handle(h->http, fd);
+    h->bound = evhttp_accept_socket_with_handle(h->http, listen_fd);
     if (h->bound == NULL) {
-        close(fd);
+        close(listen_fd);
         snprintf(err, DM_ERRLEN, "evhttp cannot accept on the listening socket");
         goto fail;
     }
-    int port = dm_net_bound_port(fd);
-    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d", cfg->listen_host, port);
-    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
-        goto fail;
     return h;
 
 fail:

@@ -10,9 +10,9 @@
 struct dm_ingest;
 struct dm_http;
 
-/* Binds cfg->listen_host:cfg->http_port (0 picks a free port, written to
- * cfg->port_file when set). in is borrowed and must outlive the server. */
-struct dm_http *dm_http_new(struct dm_ingest *in, char err[DM_ERRLEN]);
+/* Serves HTTP on listen_fd (taken over, closed on failure too). in is
+ * borrowed and must outlive the server. */
+struct dm_http *dm_http_new(struct dm_ingest *in, int listen_fd, char err[DM_ERRLEN]);
 
 /* Graceful stop: closes the listening socket; from now on new requests on
  * open connections are answered 503 with Connection: close, while the

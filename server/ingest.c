@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -20,26 +21,50 @@
 /* How long the answers of a stopping node get to reach their sockets. */
 #define FLUSH_WRITES_MS 200
 
+/* This worker's share of the figures its clients keep themselves. */
+static void update_metrics(struct dm_ingest *in)
+{
+    unsigned long redis_errors = dm_store_redis_errors(in->store);
+    dm_metrics_inc(in->m, DM_M_REDIS_ERRORS, redis_errors - in->redis_errors_seen);
+    in->redis_errors_seen = redis_errors;
+    dm_metrics_gauge_set(in->m, DM_M_KAFKA_IN_FLIGHT, dm_producer_in_flight(in->producer));
+}
+
+/* Other workers' figures are at most this old when one renders /metrics. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    update_metrics(arg);
+}
+
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
-                                const char *node, char err[DM_ERRLEN])
+                                const char *node, const struct dm_jwt_verifier *verifier,
+                                struct dm_metrics *metrics, int listen_fd, char err[DM_ERRLEN])
 {
     struct dm_ingest *in = dm_calloc(1, sizeof(*in));
+    struct timeval second = {1, 0};
 
     in->base = base;
     in->cfg = cfg;
     in->node = node;
-    in->metrics = dm_metrics_new(DM_METRICS_I);
-    in->m = dm_metrics_shard_new(in->metrics);
-    in->verifier = dm_auth_verifier_new(cfg, err);
-    if (in->verifier == NULL)
-        goto fail;
+    in->verifier = verifier;
+    in->metrics = metrics;
+    in->m = dm_metrics_shard_new(metrics);
     in->producer = dm_producer_new(base, cfg, in->m, err);
-    if (in->producer == NULL)
+    if (in->producer == NULL) {
+        close(listen_fd);
         goto fail;
+    }
     in->store = dm_store_new(base, cfg);
-    in->http = dm_http_new(in, err);
+    in->http = dm_http_new(in, listen_fd, err);
     if (in->http == NULL)
         goto fail;
+    in->tick = event_new(base, -1, EV_PERSIST, on_tick, in);
+    if (in->tick == NULL || event_add(in->tick, &second) < 0) {
+        snprintf(err, DM_ERRLEN, "cannot register the metrics tick");
+        goto fail;
+    }
     return in;
 
 fail:
@@ -49,10 +74,7 @@ fail:
 
 char *dm_ingest_metrics(struct dm_ingest *in, size_t *len)
 {
-    unsigned long redis_errors = dm_store_redis_errors(in->store);
-    dm_metrics_inc(in->m, DM_M_REDIS_ERRORS, redis_errors - in->redis_errors_seen);
-    in->redis_errors_seen = redis_errors;
-    dm_metrics_gauge_set(in->m, DM_M_KAFKA_IN_FLIGHT, dm_producer_in_flight(in->producer));
+    update_metrics(in);
     return dm_metrics_render(in->metrics, len);
 }
 
@@ -89,6 +111,8 @@ void dm_ingest_free(struct dm_ingest *in)
 {
     if (in == NULL)
         return;
+    if (in->tick != NULL)
+        event_free(in->tick);
     /* Redis and Kafka go first, while the HTTP server exists: their last
      * callbacks answer the requests still waiting (503), and one more
      * loop run writes those answers out before the server is freed. */
@@ -99,7 +123,5 @@ void dm_ingest_free(struct dm_ingest *in)
     if (in->http != NULL)
         run_loop_for(in->base, FLUSH_WRITES_MS);
     dm_http_free(in->http);
-    dm_jwt_verifier_free(in->verifier);
-    dm_metrics_free(in->metrics);
     free(in);
 }

@@ -1,4 +1,7 @@
-/* The ingest node context: the handles every ingest module is given. */
+/* One ingest worker: the handles every ingest module is given. A node runs
+ * one per thread (worker.h), each with its own loop, listener (SO_REUSEPORT),
+ * Kafka producer and Redis connection; the JWT verifier and the metrics
+ * registry are shared. */
 #ifndef DM_SERVER_INGEST_H
 #define DM_SERVER_INGEST_H
 
@@ -16,23 +19,26 @@ struct dm_metrics;
 struct dm_metrics_shard;
 
 struct dm_ingest {
-    struct event_base *base;          /* borrowed from main */
-    const struct dm_config *cfg;      /* borrowed from main */
-    const char *node;                 /* borrowed: cfg->node_id or a generated name */
-    struct dm_jwt_verifier *verifier; /* owned */
-    struct dm_producer *producer;     /* owned */
-    struct dm_store *store;           /* owned: Redis */
-    struct dm_metrics *metrics;       /* owned */
-    struct dm_metrics_shard *m;       /* this loop's shard */
-    unsigned long redis_errors_seen;  /* last Redis error total counted */
-    size_t waiting;                   /* requests waiting for Kafka or Redis (request.h) */
-    struct dm_http *http;             /* owned */
+    struct event_base *base;                /* borrowed from main */
+    const struct dm_config *cfg;            /* borrowed from main */
+    const char *node;                       /* borrowed: cfg->node_id or a generated name */
+    const struct dm_jwt_verifier *verifier; /* borrowed: immutable, shared by the workers */
+    struct dm_producer *producer;           /* owned */
+    struct dm_store *store;                 /* owned: Redis */
+    struct dm_metrics *metrics;             /* borrowed: shared by the workers */
+    struct dm_metrics_shard *m;             /* this loop's shard */
+    struct event *tick;                     /* every second: gauges and counters from the clients */
+    unsigned long redis_errors_seen;        /* last Redis error total counted */
+    size_t waiting;                         /* requests waiting for Kafka or Redis (request.h) */
+    struct dm_http *http;                   /* owned */
 };
 
-/* Builds the node: JWT verifier, Kafka producer, Redis, HTTP listener. base, cfg and
- * node are borrowed. Returns NULL with err filled on a startup error. */
+/* Builds a worker: Kafka producer, Redis, HTTP on listen_fd (taken over).
+ * base, cfg, node, verifier and metrics are borrowed. Returns NULL with err
+ * filled on a startup error. */
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
-                                const char *node, char err[DM_ERRLEN]);
+                                const char *node, const struct dm_jwt_verifier *verifier,
+                                struct dm_metrics *metrics, int listen_fd, char err[DM_ERRLEN]);
 
 /* The Prometheus text of /metrics; caller frees. */
 char *dm_ingest_metrics(struct dm_ingest *in, size_t *len);

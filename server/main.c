@@ -1,35 +1,79 @@
-/* danmaku-ingest: argv -> config -> node -> event loop -> teardown. */
-#include <event2/event.h>
+/* danmaku-ingest: argv -> config -> verifier and listeners -> worker
+ * threads -> wait for a signal -> drain -> teardown. */
+#include <stdio.h>
 
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "common/auth.h"
+#include "common/jwt.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/net.h"
 #include "common/process.h"
-#include "server/ingest.h"
+#include "server/worker.h"
 
 int main(int argc, char **argv)
 {
     struct dm_process proc;
-    struct dm_ingest *in;
+    struct dm_ingest_worker *workers[DM_MAX_WORKERS] = {0};
+    struct dm_jwt_verifier *verifier = NULL;
+    struct dm_metrics *metrics = NULL;
     char err[DM_ERRLEN];
-    int rc = dm_process_init(&proc, DM_CONF_I, "danmaku-ingest", argc, argv);
+    int n = 0, port = 0, status = 1;
 
+    /* Workers are told to stop from the main thread. */
+    evthread_use_pthreads();
+    int rc = dm_process_init(&proc, DM_CONF_I, "danmaku-ingest", argc, argv);
     if (rc != 0)
         return rc < 0 ? 1 : 0;
-    in = dm_ingest_new(proc.base, &proc.cfg, proc.node, err);
-    if (in == NULL) {
-        DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
-        dm_process_fini(&proc);
-        return 1;
+    const struct dm_config *cfg = &proc.cfg;
+    verifier = dm_auth_verifier_new(cfg, err);
+    if (verifier == NULL)
+        goto fail;
+    metrics = dm_metrics_new(DM_METRICS_I);
+    n = dm_process_worker_count(cfg);
+    for (int k = 0; k < n; k++) {
+        /* The first listener picks the port (0: any free one); the others
+         * share it, and the kernel spreads connections over all of them. */
+        int fd =
+            dm_net_listen(cfg->listen_host, k == 0 ? (int)cfg->http_port : port, 1024, true, err);
+        if (fd < 0)
+            goto fail;
+        if (k == 0)
+            port = dm_net_bound_port(fd);
+        char node[300];
+        if (n == 1)
+            snprintf(node, sizeof(node), "%s", proc.node);
+        else
+            snprintf(node, sizeof(node), "%s-w%d", proc.node, k);
+        workers[k] = dm_ingest_worker_start(cfg, node, verifier, metrics, fd, err);
+        if (workers[k] == NULL)
+            goto fail;
     }
-    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", proc.cfg.kafka_brokers,
-           proc.cfg.kafka_topic, (long long)proc.cfg.kafka_partitions);
-    event_base_dispatch(proc.base);
+    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d workers=%d", cfg->listen_host, port, n);
+    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+        goto fail;
+    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg->kafka_brokers,
+           cfg->kafka_topic, (long long)cfg->kafka_partitions);
+    event_base_dispatch(proc.base); /* until SIGTERM or SIGINT */
+    status = 0;
+    goto out;
 
-    /* SIGTERM: no new connections; comments in flight get their answer
-     * once Kafka has acknowledged them (or failed them), within the
-     * delivery timeout. */
-    dm_ingest_drain(in, (int)proc.cfg.kafka_delivery_timeout_ms + 1000);
-    dm_ingest_free(in);
+fail:
+    DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
+out:
+    /* No new connections; comments in flight get their answer once Kafka
+     * has acknowledged them (or failed them), within the delivery timeout. */
+    for (int k = 0; k < n; k++) {
+        if (workers[k] != NULL)
+            dm_ingest_worker_stop(workers[k], (int)cfg->kafka_delivery_timeout_ms + 1000);
+    }
+    for (int k = 0; k < n; k++)
+        dm_ingest_worker_join(workers[k]);
+    dm_metrics_free(metrics);
+    dm_jwt_verifier_free(verifier);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
     dm_process_fini(&proc);
-    return 0;
+    return status;
 }
