@@ -88,24 +88,48 @@ static void update_max(uint64_t *field, uint64_t v)
         ;
 }
 
+/* The value recorded for us: negative ones as 0, above LT_HIST_MAX as
+ * LT_HIST_MAX, both flagged in *clamped. */
+static uint64_t clamp_value(int64_t us, bool *clamped)
+{
+    *clamped = us < 0 || (uint64_t)us > LT_HIST_MAX;
+    if (us < 0)
+        return 0;
+    return (uint64_t)us > LT_HIST_MAX ? LT_HIST_MAX : (uint64_t)us;
+}
+
 void lt_hist_record(struct lt_hist *h, int64_t us)
 {
-    uint64_t v;
+    bool clamped;
+    uint64_t v = clamp_value(us, &clamped);
 
-    if (us < 0) {
-        v = 0;
+    if (clamped)
         ADD(&h->clamped, 1);
-    } else if ((uint64_t)us > LT_HIST_MAX) {
-        v = LT_HIST_MAX;
-        ADD(&h->clamped, 1);
-    } else {
-        v = (uint64_t)us;
-    }
     ADD(&h->counts[bucket_of(v)], 1);
     ADD(&h->sum, v);
     ADD(&h->count, 1);
     update_min(&h->min, v);
     update_max(&h->max, v);
+}
+
+/* Only this thread writes h, so load + store cannot lose an update, and each
+ * store is atomic for the readers. */
+#define BUMP(p, n) __atomic_store_n((p), LOAD(p) + (n), __ATOMIC_RELAXED)
+
+void lt_hist_record_owned(struct lt_hist *h, int64_t us)
+{
+    bool clamped;
+    uint64_t v = clamp_value(us, &clamped);
+
+    if (clamped)
+        BUMP(&h->clamped, 1);
+    BUMP(&h->counts[bucket_of(v)], 1);
+    BUMP(&h->sum, v);
+    BUMP(&h->count, 1);
+    if (v < LOAD(&h->min))
+        __atomic_store_n(&h->min, v, __ATOMIC_RELAXED);
+    if (v > LOAD(&h->max))
+        __atomic_store_n(&h->max, v, __ATOMIC_RELAXED);
 }
 
 uint64_t lt_hist_count(const struct lt_hist *h)

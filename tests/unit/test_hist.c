@@ -1,7 +1,8 @@
 /* The latency histogram: bucket arithmetic, percentiles of many
  * distributions against the exact percentiles of the sorted values, merge
- * and interval subtraction, the iterator, and recording from several
- * threads while another one reads (run this one under SANITIZER=thread). */
+ * and interval subtraction, the iterator, the single-writer recorder, and
+ * recording from several threads while another one reads (run this one
+ * under SANITIZER=thread). */
 #include "loadtest/hist.h"
 
 #include <math.h>
@@ -461,6 +462,32 @@ static void test_iter(void)
     free(h);
 }
 
+/* ---- the single-writer recorder ----------------------------------------- */
+
+static void test_owned(void)
+{
+    struct lt_hist *a = hist_new(), *b = hist_new();
+    uint64_t state = 7;
+    static const int64_t edges[] = {
+        -5, 0, 1, 255, 256, (int64_t)LT_HIST_MAX, (int64_t)LT_HIST_MAX + 1, INT64_MAX, INT64_MIN};
+
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        lt_hist_record(a, edges[i]);
+        lt_hist_record_owned(b, edges[i]);
+    }
+    for (int i = 0; i < 100000; i++) {
+        int64_t v = (int64_t)(next_rand(&state) % (UINT64_C(1) << (i % 32)));
+        lt_hist_record(a, v);
+        lt_hist_record_owned(b, v);
+    }
+    ok(same_hist(a, b), "owned recording gives the same histogram as the atomic one");
+    ok(lt_hist_clamped(b) == 4 && lt_hist_min(b) == 0 && lt_hist_max(b) == LT_HIST_MAX,
+       "owned recording clamps and tracks min and max (clamped %llu)",
+       (unsigned long long)lt_hist_clamped(b));
+    free(a);
+    free(b);
+}
+
 /* ---- threads ------------------------------------------------------------ */
 
 #define THREADS    4
@@ -488,7 +515,7 @@ static void *run_worker(void *arg)
         if (i == 1)
             v = 100000000 + w->id; /* max from the last worker */
         lt_hist_record(w->shared, v);
-        lt_hist_record(&w->own, v);
+        lt_hist_record_owned(&w->own, v); /* only this thread records here */
         w->sum += (uint64_t)v;
     }
     return NULL;
@@ -557,6 +584,7 @@ int main(void)
     subtest("merge", test_merge);
     subtest("interval subtraction", test_sub);
     subtest("iterator", test_iter);
+    subtest("single-writer recording", test_owned);
     subtest("concurrent recording", test_threads);
     return done_testing();
 }

@@ -185,6 +185,57 @@ static void test_parsers(void)
     ok(1, "truncated frames never parse before the text is complete");
 }
 
+/* The key search works 16 bytes at a time with a byte-wise tail: put the
+ * keys at every alignment and near the end, move them around the record,
+ * and hide look-alikes in string values. */
+static void test_parser_positions(void)
+{
+    char frame[512], name[64];
+    uint32_t seq;
+    int64_t sched, off;
+    bool all = true;
+
+    for (int n = 0; n < 48 && all; n++) {
+        memset(name, 'n', (size_t)n);
+        name[n] = '\0';
+        int len = snprintf(frame, sizeof(frame),
+                           "{\"op\":\"danmaku\",\"room\":\"%s\",\"offset\":%d,\"data\":{\"name\":"
+                           "\"%s\",\"text\":\"lt %d %d\"}}",
+                           name, 1000 + n, name, n, 5000 + n);
+        all = lt_parse_danmaku(frame, (size_t)len, &off, &seq, &sched) && off == 1000 + n &&
+              seq == (uint32_t)n && sched == 5000 + n;
+    }
+    ok(all, "keys found at every alignment and right at the end");
+
+    static const char reordered[] =
+        "{\"op\":\"danmaku\",\"offset\":7,\"room\":\"r\",\"data\":{\"text\":\"lt 3 -42\","
+        "\"id\":\"x\"}}";
+    ok(lt_parse_danmaku(reordered, sizeof(reordered) - 1, &off, &seq, &sched) && off == 7 &&
+           seq == 3 && sched == -42,
+       "keys in another order, negative scheduled time");
+
+    static const char lookalike[] =
+        "{\"op\":\"danmaku\",\"room\":\"r\",\"offset\":9,\"data\":{\"name\":\"\\\"text\\\":"
+        "\\\"lt 1 1\",\"text\":\"lt 2 2\"}}";
+    ok(lt_parse_danmaku(lookalike, sizeof(lookalike) - 1, &off, &seq, &sched) && seq == 2 &&
+           sched == 2,
+       "an escaped look-alike key inside a value is skipped");
+
+    static const char no_text[] =
+        "{\"op\":\"danmaku\",\"room\":\"r\",\"offset\":9,\"data\":{\"name\":\"lt 1 1\"}}";
+    ok(!lt_parse_danmaku(no_text, sizeof(no_text) - 1, &off, &seq, &sched), "no text key");
+
+    ok(lt_parse_text("lt 4294967295 9223372036854775807", 33, &seq, &sched) && seq == UINT32_MAX &&
+           sched == INT64_MAX,
+       "largest sequence and time");
+    ok(!lt_parse_text("lt 4294967296 1", 15, &seq, &sched), "sequence one over 32 bits refused");
+    ok(!lt_parse_text("lt 1 9223372036854775808", 24, &seq, &sched), "time over 63 bits refused");
+    ok(!lt_parse_text("lt 1 12345678901234567890123", 28, &seq, &sched), "a 23-digit time refused");
+    ok(!lt_parse_text("lt 1 ", 5, &seq, &sched) && !lt_parse_text("lt 1 x", 6, &seq, &sched) &&
+           !lt_parse_text("lt 1 2x", 7, &seq, &sched),
+       "missing or malformed time refused");
+}
+
 int main(void)
 {
     subtest("clean run", test_clean_run);
@@ -192,5 +243,6 @@ int main(void)
     subtest("joins and gaps", test_join_and_gaps);
     subtest("failed, unacknowledged, skipped, excluded", test_failed_skipped_excluded);
     subtest("parsers", test_parsers);
+    subtest("parser key positions and bounds", test_parser_positions);
     return done_testing();
 }
