@@ -35,6 +35,9 @@ PRODUCE_SRCS   := tests/tools/produce.c
 LT_SRCS        := $(filter-out loadtest/main.c,$(wildcard loadtest/*.c))
 LT_MAIN        := $(wildcard loadtest/main.c)
 UNIT_SRCS      := $(wildcard tests/unit/test_*.c)
+# TSan builds: C11 threads over pthreads, so librdkafka's threads are seen
+# (see the file).
+SHIM_SRCS      := $(if $(filter thread,$(SANITIZER)),tests/tools/tsan_c11_threads.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -49,8 +52,10 @@ LOADTEST   := $(if $(LT_MAIN),$(BUILD)/bin/danmaku-loadtest)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BINS       := $(INGEST) $(TOKEN) $(BCAST) $(MOCK) $(PRODUCE) $(LOADTEST)
 
+SHIM       := $(call obj,$(SHIM_SRCS))
+
 ALL_OBJS := $(call obj,$(COMMON_SRCS) $(INGEST_SRCS) $(TOKEN_SRCS) $(BCAST_SRCS) $(MOCK_SRCS) \
-                       $(PRODUCE_SRCS) $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS))
+                       $(PRODUCE_SRCS) $(LT_SRCS) $(LT_MAIN) $(UNIT_SRCS) $(SHIM_SRCS))
 
 .PHONY: all bins unit test check run bench clean fmt fmt-check deps
 
@@ -74,37 +79,37 @@ $(LIBLT): $(call obj,$(LT_SRCS))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-$(LOADTEST): $(call obj,$(LT_MAIN)) $(LIBLT) $(LIBDM)
+$(LOADTEST): $(call obj,$(LT_MAIN)) $(LIBLT) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(INGEST): $(call obj,$(INGEST_SRCS)) $(LIBDM)
+$(INGEST): $(call obj,$(INGEST_SRCS)) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(TOKEN): $(call obj,$(TOKEN_SRCS)) $(LIBDM)
+$(TOKEN): $(call obj,$(TOKEN_SRCS)) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BCAST): $(call obj,$(BCAST_SRCS)) $(LIBDM)
+$(BCAST): $(call obj,$(BCAST_SRCS)) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(PRODUCE): $(call obj,$(PRODUCE_SRCS)) $(LIBDM)
+$(PRODUCE): $(call obj,$(PRODUCE_SRCS)) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(MOCK): $(call obj,$(MOCK_SRCS)) $(LIBDM)
+$(MOCK): $(call obj,$(MOCK_SRCS)) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBLT) $(LIBDM)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBLT) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# `make test`: install what is missing, build the default and the ASan+UBSan
-# builds, start real Redis and a real Kafka broker, run every unit and
-# integration test against both builds, stop everything, and print one final
-# line "N passed, N failed". Exit status 0 only when nothing failed.
+# `make test`: install what is missing, build the default, ASan+UBSan and
+# TSan builds, start real Redis and a real Kafka broker, run every unit and
+# integration test against the default and ASan+UBSan builds and the
+# threaded paths (TSAN_TESTS) against the TSan build, stop everything, and
+# print one final line "N passed, N failed". Exit status 0 only when nothing
+# failed.
 #
-#   TEST_MODES="default address"   builds to test (default: both)
-#   PYTEST_ARGS="-k pipeline"      extra pytest arguments
+#   TEST_MODES="default address thread"   builds to test (default: all three)
+#   PYTEST_ARGS="-k pipeline"             extra pytest arguments
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
-MODES=${TEST_MODES:-default address}
+MODES=${TEST_MODES:-default address thread}
+# Under TSan (several times slower) the tests of the multi-threaded paths:
+# worker threads, Kafka's threads, catch-up readers, the load tester's
+# threads and processes. The timing-sensitive rest runs in the other modes.
+TSAN_TESTS=(test_pipeline.py test_storm.py test_resume.py test_membership.py test_history.py
+    test_loadtest.py)
 JOBS=$(nproc 2>/dev/null || echo 2)
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-test.XXXXXX")
 passed=0
@@ -68,6 +75,7 @@ tests/services/services.sh start "$STATE" >/dev/null || die "could not start the
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$ROOT/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1}
 
 for mode in $MODES; do
     echo "== unit tests ($mode)"
@@ -88,9 +96,11 @@ for mode in $MODES; do
 
     echo "== integration tests ($mode)"
     xml="$STATE/pytest-$mode.xml"
+    selection=(tests/integration)
+    [[ $mode == thread ]] && selection=("${TSAN_TESTS[@]/#/tests/integration/}")
     # shellcheck disable=SC2086
     DANMAKU_BUILD="$ROOT/build/$mode" "$PYTHON" -m pytest -q -p no:cacheprovider \
-        --junitxml="$xml" ${PYTEST_ARGS:-} tests/integration
+        --junitxml="$xml" ${PYTEST_ARGS:-} "${selection[@]}"
     counts=$("$PYTHON" - "$xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
