@@ -171,6 +171,10 @@ run idle --viewers "$(scaled 19000)" --rooms 100 --rate 1 --publish kafka \
     --connect-rate 5000 --duration "$(scaled 10)" --warmup 2
 run hot-room --scenario hot-room --viewers "$V" --rate "$(scaled 400)" \
     --duration "$(scaled 20)" --threads 1 --max-loss 0
+# Twice that: density control (density_cap per viewer and room) samples the
+# excess and says how much in `skipped`; nothing may be lost or pile up.
+run hot-room-2x --scenario hot-room --viewers "$V" --rate "$(scaled 800)" \
+    --duration "$(scaled 20)" --threads 1 --max-loss 0
 run many-rooms --scenario many-rooms --viewers "$(scaled 1000)" --rooms 100 \
     --rate "$(scaled 1000)" --duration "$(scaled 20)"
 run latency-1k --viewers "$(scaled 1000)" --rooms 1 --rate 2 --publish kafka \
