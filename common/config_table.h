@@ -27,6 +27,8 @@ DM_CONF(cors_origins, STR, "*", 0, 0, I, "origins allowed to post from browsers:
 DM_CONF(jwt_alg, STR, "HS256", 0, 0, IB, "pinned JWT algorithm: HS256, HS384, HS512, RS256, ES256")
 DM_CONF(jwt_secret, STR, "", 0, 0, IB, "HS* shared secret (prefer jwt_key_file)")
 DM_CONF(jwt_key_file, STR, "", 0, 0, IB, "file holding the HS* secret or the PEM public key")
+DM_CONF(jwt_key_dir, STR, "", 0, 0, IB,
+        "directory of <kid>.pem/<kid>.key files: keys for tokens with that kid (rotation)")
 DM_CONF(jwt_leeway_s, INT, "30", 0, 600, IB, "clock leeway for exp/nbf/iat, seconds")
 DM_CONF(jwt_issuer, STR, "", 0, 0, IB, "required iss claim (empty: not checked)")
 DM_CONF(jwt_audience, STR, "", 0, 0, IB, "required aud claim (empty: not checked)")
@@ -59,11 +61,11 @@ DM_CONF(membership_ttl_ms, INT, "15000", 1000, 600000, IB,
 DM_CONF(ratelimit_user_rate, INT, "1", 0, 1000000, I,
         "comments per second one user may post, over all rooms (0: no user limit)")
 DM_CONF(ratelimit_user_burst, INT, "5", 1, 1000000, I,
-        "comments one user may post at once on top of ratelimit_user_rate")
-DM_CONF(ratelimit_room_rate, INT, "200", 0, 10000000, I,
+        "comments one user may post at once before ratelimit_user_rate paces them")
+DM_CONF(ratelimit_room_rate, INT, "200", 0, 1000000, I,
         "comments per second one room accepts from all its senders (0: no room limit)")
 DM_CONF(ratelimit_room_burst, INT, "400", 1, 10000000, I,
-        "comments one room accepts at once on top of ratelimit_room_rate")
+        "comments one room accepts at once before ratelimit_room_rate paces them")
 DM_CONF(ratelimit_local_max_keys, INT, "65536", 64, 16777216, I,
         "entries (48 bytes each) of the local limiter used while Redis does not answer")
 

@@ -1,6 +1,6 @@
-/* JWT verification policy on top of libjwt 1.10.2. libjwt only checks the
- * signature; everything it is lax about (alg spelling, empty keys, duplicate
- * keys, non-object payloads, claim types) is decided here first. */
+/* JWT verification policy. Keys are parsed once, when the verifier is made,
+ * and signatures checked here with OpenSSL (libjwt 1.10 re-parses a PEM key
+ * on every jwt_decode); libjwt only signs (dm_jwt_mint). */
 #include "common/jwt.h"
 
 #include <errno.h>
@@ -12,12 +12,15 @@
 
 #include <jansson.h>
 #include <jwt.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/obj_mac.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include "common/check.h"
 #include "common/hash.h"
@@ -27,9 +30,15 @@
 /* Largest decoded header or payload: 3 bytes per 4 characters. */
 #define MAX_DECODED (DM_JWT_MAX_TOKEN / 4 * 3 + 3)
 
+/* An ES256 signature in a JWS is r||s, 32 bytes each (RFC 7518 §3.4); as
+ * DER for OpenSSL it is at most 2 + 2 * (2 + 33) bytes. */
+#define ES256_SIG_LEN 64
+#define ES256_DER_MAX 72
+
 static const char R_TOO_LARGE[] = "too_large";
 static const char R_MALFORMED[] = "malformed";
 static const char R_ALG_MISMATCH[] = "alg_mismatch";
+static const char R_UNKNOWN_KID[] = "unknown_kid";
 static const char R_BAD_SIGNATURE[] = "bad_signature";
 static const char R_MISSING_EXP[] = "missing_exp";
 static const char R_EXPIRED[] = "expired";
@@ -49,22 +58,36 @@ struct alg_info {
     jwt_alg_t jalg;
     enum key_kind kind;
     const EVP_MD *(*md)(void);
+    const char *mdname; /* for EVP_MAC's digest parameter */
 };
 
 /* The algorithms DESIGN.md §4 allows. "none" is deliberately absent. */
 static const struct alg_info algs[] = {
-    {"HS256", JWT_ALG_HS256, KEY_HMAC, EVP_sha256},
-    {"HS384", JWT_ALG_HS384, KEY_HMAC, EVP_sha384},
-    {"HS512", JWT_ALG_HS512, KEY_HMAC, EVP_sha512},
-    {"RS256", JWT_ALG_RS256, KEY_RSA, EVP_sha256},
-    {"ES256", JWT_ALG_ES256, KEY_EC_P256, EVP_sha256},
+    {"HS256", JWT_ALG_HS256, KEY_HMAC, EVP_sha256, "SHA256"},
+    {"HS384", JWT_ALG_HS384, KEY_HMAC, EVP_sha384, "SHA384"},
+    {"HS512", JWT_ALG_HS512, KEY_HMAC, EVP_sha512, "SHA512"},
+    {"RS256", JWT_ALG_RS256, KEY_RSA, EVP_sha256, "SHA256"},
+    {"ES256", JWT_ALG_ES256, KEY_EC_P256, EVP_sha256, "SHA256"},
+};
+
+/* One parsed key, never modified after dm_jwt_verifier_new_keys returns, so
+ * threads may share it (openssl-threads(7)): each verification makes its own
+ * EVP_MD_CTX over the EVP_PKEY, as every TLS connection does over its
+ * SSL_CTX's key, and its own EVP_MAC_CTX_dup of the const HMAC context. */
+struct vkey {
+    char *kid; /* NULL: the default key */
+    size_t kidlen;
+    EVP_PKEY *pkey;   /* RS256/ES256 */
+    EVP_MAC_CTX *mac; /* HS*: keyed once, duplicated per verification */
+    size_t siglen;    /* the only decoded signature length that can verify */
 };
 
 struct dm_jwt_verifier {
     unsigned magic;
     const struct alg_info *alg;
-    unsigned char *key;
-    size_t keylen;
+    struct vkey keys[DM_JWT_MAX_KEYS + 1];
+    size_t nkeys;
+    const struct vkey *dflt; /* NULL: tokens must name a kid */
     int64_t leeway;
     char *iss; /* NULL: not checked */
     char *aud; /* NULL: not checked */
@@ -103,14 +126,14 @@ static int refuse_passphrase(char *buf, int size, int rwflag, void *arg)
     return -1;
 }
 
-/* Parses the PEM key libjwt will parse again per call, so a bad key fails at
- * startup rather than as "bad_signature" on every token. */
-static int check_pem_key(const struct alg_info *a, const unsigned char *key, size_t keylen,
-                         bool private_key, char *err)
+/* Parses and vets a PEM key for `a`; on success returns it (caller owns,
+ * EVP_PKEY_free), else NULL with err filled. */
+static EVP_PKEY *parse_pem_key(const struct alg_info *a, const unsigned char *key, size_t keylen,
+                               bool private_key, char *err)
 {
     BIO *bio = BIO_new_mem_buf(key, (int)keylen);
     EVP_PKEY *pkey = NULL;
-    int ret = -1;
+    bool good = false;
 
     if (bio == NULL) {
         set_err(err, "out of memory reading the %s key", a->name);
@@ -145,12 +168,15 @@ static int check_pem_key(const struct alg_info *a, const unsigned char *key, siz
             goto done;
         }
     }
-    ret = 0;
+    good = true;
 done:
-    EVP_PKEY_free(pkey);
+    if (!good) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+    }
     BIO_free(bio);
     ERR_clear_error();
-    return ret;
+    return pkey;
 }
 
 static bool looks_like_pem(const unsigned char *key, size_t keylen)
@@ -159,8 +185,8 @@ static bool looks_like_pem(const unsigned char *key, size_t keylen)
     return memmem(key, keylen, mark, sizeof(mark) - 1) != NULL;
 }
 
-static int check_key(const struct alg_info *a, const unsigned char *key, size_t keylen,
-                     bool private_key, char *err)
+/* The checks every key passes; PEM keys are vetted by parse_pem_key. */
+static int check_key(const struct alg_info *a, const unsigned char *key, size_t keylen, char *err)
 {
     /* libjwt 1.10 silently skips verification when given an empty key. */
     if (key == NULL || keylen == 0) {
@@ -173,7 +199,7 @@ static int check_key(const struct alg_info *a, const unsigned char *key, size_t 
         return -1;
     }
     if (a->kind != KEY_HMAC)
-        return check_pem_key(a, key, keylen, private_key, err);
+        return 0;
     if (keylen < DM_JWT_MIN_SECRET) {
         set_err(err, "%s secret is %zu bytes, at least %d are needed", a->name, keylen,
                 DM_JWT_MIN_SECRET);
@@ -187,9 +213,97 @@ static int check_key(const struct alg_info *a, const unsigned char *key, size_t 
     return 0;
 }
 
-struct dm_jwt_verifier *dm_jwt_verifier_new(const char *alg, const unsigned char *key,
-                                            size_t keylen, int64_t leeway_s, const char *iss,
-                                            const char *aud, char err[DM_ERRLEN])
+/* An HMAC context keyed with the secret, for EVP_MAC_CTX_dup. */
+static EVP_MAC_CTX *new_hmac(const struct alg_info *a, const unsigned char *key, size_t keylen,
+                             char *err)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)a->mdname, 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    if (ctx == NULL || EVP_MAC_init(ctx, key, keylen, params) != 1) {
+        set_err(err, "OpenSSL cannot set up HMAC-%s", a->mdname);
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    ERR_clear_error();
+    return ctx;
+}
+
+/* Parses one key into k; -1 with err filled (prefixed with the kid). */
+static int load_vkey(const struct alg_info *a, const struct dm_jwt_key *in, struct vkey *k,
+                     char *err)
+{
+    char why[DM_ERRLEN] = "";
+
+    if (check_key(a, in->key, in->keylen, why) != 0)
+        goto fail;
+    if (a->kind == KEY_HMAC) {
+        if ((k->mac = new_hmac(a, in->key, in->keylen, why)) == NULL)
+            goto fail;
+        k->siglen = EVP_MAC_CTX_get_mac_size(k->mac);
+    } else {
+        if ((k->pkey = parse_pem_key(a, in->key, in->keylen, false, why)) == NULL)
+            goto fail;
+        k->siglen = a->kind == KEY_RSA ? (size_t)EVP_PKEY_get_size(k->pkey) : ES256_SIG_LEN;
+    }
+    if (in->kid != NULL) {
+        k->kidlen = strlen(in->kid);
+        k->kid = dm_strndup(in->kid, k->kidlen);
+    }
+    return 0;
+fail:
+    if (in->kid != NULL)
+        set_err(err, "kid %s: %s", in->kid, why);
+    else
+        set_err(err, "%s", why);
+    return -1;
+}
+
+/* The kids of keys[0..nkeys) are valid and distinct, with at most one
+ * default key and DM_JWT_MAX_KEYS others. */
+static int check_kids(const struct dm_jwt_key *keys, size_t nkeys, char *err)
+{
+    size_t ndefault = 0;
+
+    for (size_t i = 0; i < nkeys; i++) {
+        const char *kid = keys[i].kid;
+        if (kid == NULL) {
+            if (++ndefault > 1) {
+                set_err(err, "more than one default JWT key (without kid)");
+                return -1;
+            }
+            continue;
+        }
+        if (!dm_jwt_kid_valid(kid, strlen(kid))) {
+            set_err(err,
+                    "kid \"%.*s\" is not 1..%d characters of [A-Za-z0-9._-] (not "
+                    "starting with '.')",
+                    DM_JWT_MAX_KID + 1, kid, DM_JWT_MAX_KID);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (keys[j].kid != NULL && strcmp(keys[j].kid, kid) == 0) {
+                set_err(err, "kid %s given twice", kid);
+                return -1;
+            }
+        }
+    }
+    if (nkeys - ndefault > DM_JWT_MAX_KEYS) {
+        set_err(err, "%zu JWT keys with a kid, at most %d are allowed", nkeys - ndefault,
+                DM_JWT_MAX_KEYS);
+        return -1;
+    }
+    return 0;
+}
+
+struct dm_jwt_verifier *dm_jwt_verifier_new_keys(const char *alg, const struct dm_jwt_key *keys,
+                                                 size_t nkeys, int64_t leeway_s, const char *iss,
+                                                 const char *aud, char err[DM_ERRLEN])
 {
     const struct alg_info *a = find_alg(alg);
     struct dm_jwt_verifier *v;
@@ -199,7 +313,11 @@ struct dm_jwt_verifier *dm_jwt_verifier_new(const char *alg, const unsigned char
                 alg ? alg : "(null)");
         return NULL;
     }
-    if (check_key(a, key, keylen, false, err) != 0)
+    if (keys == NULL || nkeys == 0) {
+        set_err(err, "%s key is empty", a->name);
+        return NULL;
+    }
+    if (check_kids(keys, nkeys, err) != 0)
         return NULL;
     if (leeway_s < 0 || leeway_s > DM_JWT_MAX_LEEWAY) {
         set_err(err, "JWT leeway %lld s is outside 0..%d", (long long)leeway_s, DM_JWT_MAX_LEEWAY);
@@ -208,13 +326,31 @@ struct dm_jwt_verifier *dm_jwt_verifier_new(const char *alg, const unsigned char
     v = dm_calloc(1, sizeof(*v));
     v->magic = DM_JWT_VERIFIER_MAGIC;
     v->alg = a;
-    v->key = dm_malloc(keylen);
-    memcpy(v->key, key, keylen);
-    v->keylen = keylen;
+    for (size_t i = 0; i < nkeys; i++) {
+        struct vkey *k = &v->keys[v->nkeys];
+        if (load_vkey(a, &keys[i], k, err) != 0)
+            goto fail;
+        v->nkeys++;
+        if (k->kid == NULL)
+            v->dflt = k;
+    }
     v->leeway = leeway_s;
     v->iss = iss ? dm_strdup(iss) : NULL;
     v->aud = aud ? dm_strdup(aud) : NULL;
     return v;
+
+fail:
+    dm_jwt_verifier_free(v);
+    return NULL;
+}
+
+struct dm_jwt_verifier *dm_jwt_verifier_new(const char *alg, const unsigned char *key,
+                                            size_t keylen, int64_t leeway_s, const char *iss,
+                                            const char *aud, char err[DM_ERRLEN])
+{
+    struct dm_jwt_key k = {.kid = NULL, .key = key, .keylen = keylen};
+
+    return dm_jwt_verifier_new_keys(alg, &k, 1, leeway_s, iss, aud, err);
 }
 
 void dm_jwt_verifier_free(struct dm_jwt_verifier *v)
@@ -222,12 +358,29 @@ void dm_jwt_verifier_free(struct dm_jwt_verifier *v)
     if (v == NULL)
         return;
     DM_CHECK_OBJ(v, DM_JWT_VERIFIER_MAGIC);
-    OPENSSL_cleanse(v->key, v->keylen);
-    free(v->key);
+    for (size_t i = 0; i < v->nkeys; i++) {
+        /* Both free functions cleanse the key material they hold. */
+        EVP_MAC_CTX_free(v->keys[i].mac);
+        EVP_PKEY_free(v->keys[i].pkey);
+        free(v->keys[i].kid);
+    }
     free(v->iss);
     free(v->aud);
     v->magic = 0;
     free(v);
+}
+
+bool dm_jwt_kid_valid(const char *s, size_t n)
+{
+    if (s == NULL || n == 0 || n > DM_JWT_MAX_KID || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
 }
 
 /* ---- token structure ---------------------------------------------------- */
@@ -317,10 +470,13 @@ static json_t *decode_object(const struct segment *s, unsigned char *buf)
     return o;
 }
 
-static const char *check_header(const struct dm_jwt_verifier *v, json_t *hdr)
+/* Checks the header, alg first, and selects the key named by its kid. */
+static const char *check_header(const struct dm_jwt_verifier *v, json_t *hdr,
+                                const struct vkey **key)
 {
     json_t *alg = json_object_get(hdr, "alg");
     json_t *typ = json_object_get(hdr, "typ");
+    json_t *kid;
 
     if (!json_is_string(alg))
         return R_MALFORMED;
@@ -330,56 +486,115 @@ static const char *check_header(const struct dm_jwt_verifier *v, json_t *hdr)
     /* We understand no critical extension (RFC 7515 §4.1.11). */
     if (json_object_get(hdr, "crit") != NULL)
         return R_MALFORMED;
-    /* libjwt refuses any typ but JWT as a string and ignores other types. */
+    /* As libjwt did: typ, when present, is the string JWT in any case. */
     if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
         return R_MALFORMED;
-    return NULL;
-}
-
-/* libjwt compares HMACs with strcmp(), which leaks how much of a forged
- * signature is right; check in constant time first so that only authentic
- * tokens reach it. */
-static bool hmac_ok(const struct dm_jwt_verifier *v, const char *token, const struct segment *sig)
-{
-    unsigned char want[EVP_MAX_MD_SIZE], got[EVP_MAX_MD_SIZE + 3];
-    unsigned int wantlen = 0;
-    size_t signed_len = (size_t)(sig->p - 1 - token);
-    long gotlen;
-
-    if (sig->n > (EVP_MAX_MD_SIZE + 2) / 3 * 4)
-        return false;
-    gotlen = b64url_decode(sig->p, sig->n, got);
-    if (HMAC(v->alg->md(), v->key, (int)v->keylen, (const unsigned char *)token, signed_len, want,
-             &wantlen) == NULL) {
-        ERR_clear_error();
-        return false;
+    kid = json_object_get(hdr, "kid");
+    if (kid == NULL) {
+        *key = v->dflt;
+        return *key != NULL ? NULL : R_UNKNOWN_KID;
     }
-    return gotlen == (long)wantlen && CRYPTO_memcmp(want, got, wantlen) == 0;
+    if (!json_is_string(kid))
+        return R_MALFORMED;
+    /* A token naming a key never falls back to another one. By length and
+     * bytes, not strcmp: should jansson ever pass "\u0000" through, "k1\0x"
+     * must not match "k1". */
+    for (size_t i = 0; i < v->nkeys; i++) {
+        const struct vkey *k = &v->keys[i];
+        if (k->kid != NULL && k->kidlen == json_string_length(kid) &&
+            memcmp(k->kid, json_string_value(kid), k->kidlen) == 0) {
+            *key = k;
+            return NULL;
+        }
+    }
+    return R_UNKNOWN_KID;
 }
 
-static const char *check_signature(const struct dm_jwt_verifier *v, const char *token, size_t len,
-                                   const struct segment *sig)
+/* HMAC over the signing input, compared in constant time (libjwt used
+ * strcmp(), which leaks how much of a forged signature is right). */
+static bool hmac_ok(const struct vkey *k, const unsigned char *data, size_t n,
+                    const unsigned char *sig, size_t siglen)
 {
-    char copy[DM_JWT_MAX_TOKEN + 1];
-    jwt_t *jwt = NULL;
-    const char *reason = NULL;
-    int rc;
+    unsigned char want[EVP_MAX_MD_SIZE];
+    size_t wantlen = 0;
+    EVP_MAC_CTX *ctx;
+    bool good;
 
-    if (v->alg->kind == KEY_HMAC && !hmac_ok(v, token, sig))
-        return R_BAD_SIGNATURE;
-    /* libjwt wants a C string; the key is never empty (verifier_new). */
-    memcpy(copy, token, len);
-    copy[len] = '\0';
-    rc = jwt_decode(&jwt, copy, v->key, (int)v->keylen);
-    if (rc != 0)
-        reason = R_BAD_SIGNATURE;
-    else if (jwt_get_alg(jwt) != v->alg->jalg)
-        reason = R_ALG_MISMATCH;
-    jwt_free(jwt);
+    if (siglen != k->siglen)
+        return false;
+    ctx = EVP_MAC_CTX_dup(k->mac);
+    if (ctx == NULL)
+        DM_PANIC("EVP_MAC_CTX_dup failed (out of memory)");
+    good = EVP_MAC_update(ctx, data, n) == 1 &&
+           EVP_MAC_final(ctx, want, &wantlen, sizeof(want)) == 1 && wantlen == siglen &&
+           CRYPTO_memcmp(want, sig, siglen) == 0;
+    EVP_MAC_CTX_free(ctx);
+    return good;
+}
+
+/* JWS carries ES256 signatures as r||s; OpenSSL verifies DER. Any other
+ * length (DER included) was rejected by the caller. Returns the DER length
+ * written to der[ES256_DER_MAX], or 0. */
+static size_t es256_to_der(const unsigned char sig[ES256_SIG_LEN], unsigned char *der)
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, ES256_SIG_LEN / 2, NULL);
+    BIGNUM *s = BN_bin2bn(sig + ES256_SIG_LEN / 2, ES256_SIG_LEN / 2, NULL);
+    unsigned char *p = der;
+    int n = 0;
+
+    if (es == NULL || r == NULL || s == NULL)
+        DM_PANIC("ECDSA_SIG/BIGNUM allocation failed (out of memory)");
+    ECDSA_SIG_set0(es, r, s); /* es owns r and s now */
+    if (i2d_ECDSA_SIG(es, NULL) <= ES256_DER_MAX)
+        n = i2d_ECDSA_SIG(es, &p);
+    ECDSA_SIG_free(es);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static bool pkey_ok(const struct alg_info *a, const struct vkey *k, const unsigned char *data,
+                    size_t n, const unsigned char *sig, size_t siglen)
+{
+    unsigned char der[ES256_DER_MAX];
+    EVP_MD_CTX *ctx;
+    EVP_PKEY_CTX *pctx = NULL;
+    bool good;
+
+    if (siglen != k->siglen)
+        return false;
+    if (a->kind == KEY_EC_P256) {
+        if ((siglen = es256_to_der(sig, der)) == 0)
+            return false;
+        sig = der;
+    }
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        DM_PANIC("EVP_MD_CTX_new failed (out of memory)");
+    good = EVP_DigestVerifyInit(ctx, &pctx, a->md(), NULL, k->pkey) == 1 &&
+           (a->kind != KEY_RSA || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1) &&
+           EVP_DigestVerify(ctx, sig, siglen, data, n) == 1;
+    EVP_MD_CTX_free(ctx);
+    return good;
+}
+
+static const char *check_signature(const struct dm_jwt_verifier *v, const struct vkey *k,
+                                   const char *token, const struct segment *sig, unsigned char *buf)
+{
+    const unsigned char *data = (const unsigned char *)token;
+    size_t n = (size_t)(sig->p - 1 - token); /* header.payload */
+    long siglen = b64url_decode(sig->p, sig->n, buf);
+    bool good;
+
+    if (siglen < 0)
+        return R_MALFORMED;
+    if (v->alg->kind == KEY_HMAC)
+        good = hmac_ok(k, data, n, buf, (size_t)siglen);
+    else
+        good = pkey_ok(v->alg, k, data, n, buf, (size_t)siglen);
     /* Failed verifications leave entries on this thread's OpenSSL error
      * queue, where a TLS connection on the same thread would find them. */
     ERR_clear_error();
-    return reason;
+    return good ? NULL : R_BAD_SIGNATURE;
 }
 
 /* ---- claims ------------------------------------------------------------- */
@@ -537,6 +752,7 @@ int dm_jwt_verify(const struct dm_jwt_verifier *v, const char *token, size_t len
     unsigned char buf[MAX_DECODED];
     struct segment seg[3];
     json_t *hdr = NULL, *claims = NULL;
+    const struct vkey *key = NULL;
     const char *r;
 
     DM_CHECK_OBJ(v, DM_JWT_VERIFIER_MAGIC);
@@ -550,15 +766,17 @@ int dm_jwt_verify(const struct dm_jwt_verifier *v, const char *token, size_t len
         r = R_TOO_LARGE;
         goto fail;
     }
-    if (split_token(token, len, seg) != 0 || (hdr = decode_object(&seg[0], buf)) == NULL ||
-        (claims = decode_object(&seg[1], buf)) == NULL ||
-        b64url_decode(seg[2].p, seg[2].n, buf) < 0) {
+    if (split_token(token, len, seg) != 0 || (hdr = decode_object(&seg[0], buf)) == NULL) {
         r = R_MALFORMED;
         goto fail;
     }
-    if ((r = check_header(v, hdr)) != NULL)
+    if ((r = check_header(v, hdr, &key)) != NULL)
         goto fail;
-    if ((r = check_signature(v, token, len, &seg[2])) != NULL)
+    if ((claims = decode_object(&seg[1], buf)) == NULL) {
+        r = R_MALFORMED;
+        goto fail;
+    }
+    if ((r = check_signature(v, key, token, &seg[2], buf)) != NULL)
         goto fail;
     if ((r = check_claims(v, claims, now_s, out)) != NULL)
         goto fail;
@@ -573,6 +791,28 @@ fail:
     dm_jwt_claims_fini(out);
     *reason = r;
     return -1;
+}
+
+int dm_jwt_peek_kid(const char *token, size_t len, char kid[DM_JWT_MAX_KID + 1])
+{
+    unsigned char buf[MAX_DECODED];
+    struct segment seg[3];
+    json_t *hdr, *k;
+    int ret = -1;
+
+    DM_AN(kid);
+    if (token == NULL || len > DM_JWT_MAX_TOKEN || split_token(token, len, seg) != 0 ||
+        (hdr = decode_object(&seg[0], buf)) == NULL)
+        return -1;
+    k = json_object_get(hdr, "kid");
+    if (k == NULL) {
+        ret = 0;
+    } else if (json_is_string(k) && dm_jwt_kid_valid(json_string_value(k), json_string_length(k))) {
+        memcpy(kid, json_string_value(k), json_string_length(k) + 1);
+        ret = 1;
+    }
+    json_decref(hdr);
+    return ret;
 }
 
 void dm_jwt_claims_fini(struct dm_jwt_claims *c)
@@ -608,6 +848,12 @@ bool dm_jwt_claims_allow_room(const struct dm_jwt_claims *c, const char *room)
 char *dm_jwt_mint(const char *alg, const unsigned char *key, size_t keylen, const char *claims_json,
                   char err[DM_ERRLEN])
 {
+    return dm_jwt_mint_kid(alg, NULL, key, keylen, claims_json, err);
+}
+
+char *dm_jwt_mint_kid(const char *alg, const char *kid, const unsigned char *key, size_t keylen,
+                      const char *claims_json, char err[DM_ERRLEN])
+{
     const struct alg_info *a = find_alg(alg);
     json_error_t jerr;
     json_t *claims;
@@ -619,8 +865,21 @@ char *dm_jwt_mint(const char *alg, const unsigned char *key, size_t keylen, cons
         set_err(err, "unsupported JWT algorithm \"%s\"", alg ? alg : "(null)");
         return NULL;
     }
-    if (check_key(a, key, keylen, true, err) != 0)
+    if (kid != NULL && !dm_jwt_kid_valid(kid, strlen(kid))) {
+        set_err(err,
+                "kid \"%.*s\" is not 1..%d characters of [A-Za-z0-9._-] (not starting "
+                "with '.')",
+                DM_JWT_MAX_KID + 1, kid, DM_JWT_MAX_KID);
         return NULL;
+    }
+    if (check_key(a, key, keylen, err) != 0)
+        return NULL;
+    if (a->kind != KEY_HMAC) {
+        EVP_PKEY *pkey = parse_pem_key(a, key, keylen, true, err);
+        if (pkey == NULL)
+            return NULL;
+        EVP_PKEY_free(pkey);
+    }
     /* libjwt's jwt_add_grants_json fails on a non-object but a caller that
      * ignores it would mint a token with an empty claim set: check first. */
     claims = json_loads(claims_json ? claims_json : "", JSON_REJECT_DUPLICATES, &jerr);
@@ -631,6 +890,7 @@ char *dm_jwt_mint(const char *alg, const unsigned char *key, size_t keylen, cons
     }
     json_decref(claims);
     if ((rc = jwt_new(&jwt)) != 0 || (rc = jwt_add_grants_json(jwt, claims_json)) != 0 ||
+        (kid != NULL && (rc = jwt_add_header(jwt, "kid", kid)) != 0) ||
         (rc = jwt_set_alg(jwt, a->jalg, key, (int)keylen)) != 0) {
         set_err(err, "libjwt: %s", strerror(rc));
         goto done;

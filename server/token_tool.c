@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/auth.h"
 #include "common/jwt.h"
 #include "common/util.h"
 
@@ -23,9 +24,10 @@
 #define MAX_TOKEN_READ (DM_JWT_MAX_TOKEN + 2)
 
 static const char usage_text[] =
-    "usage: " PROG " mint  [--alg ALG] KEY --sub USER [--name NAME] [--role ROLE]\n"
+    "usage: " PROG " mint  [--alg ALG] KEY [--kid KID] --sub USER [--name NAME] [--role ROLE]\n"
     "                      [--rooms 'a,b*'] [--prio N] [--ttl SECONDS] [--iss I] [--aud A]\n"
-    "       " PROG " check [--alg ALG] KEY [--leeway SECONDS] [--iss I] [--aud A] TOKEN\n"
+    "       " PROG " check [--alg ALG] [KEY] [--key-dir DIR] [--leeway SECONDS] [--iss I]\n"
+    "                      [--aud A] TOKEN\n"
     "       " PROG " --help\n"
     "\n"
     "Mints a token on stdout, or checks one and prints its claims as key=value lines.\n"
@@ -36,6 +38,9 @@ static const char usage_text[] =
     "    --secret-file F    file holding the HS* secret (trailing newline ignored)\n"
     "    --key-file F       PEM key: private for mint, public for check (RS256/ES256)\n"
     "    (none)             the HS* secret from $" ENV_SECRET "\n"
+    "  --kid KID            put \"kid\":KID in the header (1..64 of [A-Za-z0-9._-]) [mint]\n"
+    "  --key-dir DIR        the nodes' jwt_key_dir: <kid>.pem/<kid>.key files, one per kid;\n"
+    "                       KEY is then the default key (tokens without kid), optional [check]\n"
     "  --sub USER           user id (\"sub\", 1..128 bytes)             [mint]\n"
     "  --name NAME          display name (default: the user id)       [mint]\n"
     "  --role ROLE          viewer (default), moderator or admin      [mint]\n"
@@ -54,6 +59,8 @@ struct opts {
     const char *secret;
     const char *secret_file;
     const char *key_file;
+    const char *key_dir;
+    const char *kid;
     const char *sub;
     const char *name;
     const char *role;
@@ -108,6 +115,8 @@ static int parse_args(int argc, char **argv, bool mint, struct opts *o, int *fir
         O_SECRET,
         O_SECRET_FILE,
         O_KEY_FILE,
+        O_KEY_DIR,
+        O_KID,
         O_SUB,
         O_NAME,
         O_ROLE,
@@ -124,6 +133,8 @@ static int parse_args(int argc, char **argv, bool mint, struct opts *o, int *fir
         {"secret", required_argument, NULL, O_SECRET},
         {"secret-file", required_argument, NULL, O_SECRET_FILE},
         {"key-file", required_argument, NULL, O_KEY_FILE},
+        {"key-dir", required_argument, NULL, O_KEY_DIR},
+        {"kid", required_argument, NULL, O_KID},
         {"sub", required_argument, NULL, O_SUB},
         {"name", required_argument, NULL, O_NAME},
         {"role", required_argument, NULL, O_ROLE},
@@ -143,11 +154,11 @@ static int parse_args(int argc, char **argv, bool mint, struct opts *o, int *fir
     opterr = 0;
     optind = 1;
     while (rc == 0 && (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        if (!mint &&
-            (c == O_SUB || c == O_NAME || c == O_ROLE || c == O_ROOMS || c == O_PRIO || c == O_TTL))
+        if (!mint && (c == O_SUB || c == O_NAME || c == O_ROLE || c == O_ROOMS || c == O_PRIO ||
+                      c == O_TTL || c == O_KID))
             return usage_error("--%s is for mint, not check", option_name(longopts, c));
-        if (mint && c == O_LEEWAY)
-            return usage_error("--leeway is for check, not mint");
+        if (mint && (c == O_LEEWAY || c == O_KEY_DIR))
+            return usage_error("--%s is for check, not mint", option_name(longopts, c));
         switch (c) {
         case O_ALG:
             o->alg = optarg;
@@ -160,6 +171,12 @@ static int parse_args(int argc, char **argv, bool mint, struct opts *o, int *fir
             break;
         case O_KEY_FILE:
             o->key_file = optarg;
+            break;
+        case O_KEY_DIR:
+            o->key_dir = optarg;
+            break;
+        case O_KID:
+            o->kid = optarg;
             break;
         case O_SUB:
             o->sub = optarg;
@@ -359,6 +376,9 @@ static int cmd_mint(int argc, char **argv)
                            DM_JWT_MAX_NAME);
     if (o.role != NULL && dm_jwt_role_parse(o.role, &role) != 0)
         return usage_error("--role is viewer, moderator or admin, not \"%s\"", o.role);
+    if (o.kid != NULL && !dm_jwt_kid_valid(o.kid, strlen(o.kid)))
+        return usage_error("--kid wants 1..%d characters of [A-Za-z0-9._-], not starting with '.'",
+                           DM_JWT_MAX_KID);
 
     now = clock_now(&o);
     buf_str(&b, "{");
@@ -383,7 +403,7 @@ static int cmd_mint(int argc, char **argv)
 
     if ((rc = load_key(&o, &key, &keylen)) != 0)
         goto done;
-    token = dm_jwt_mint(o.alg, key, keylen, b.p, err);
+    token = dm_jwt_mint_kid(o.alg, o.kid, key, keylen, b.p, err);
     if (token == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
         rc = 1;
@@ -455,15 +475,41 @@ static char *read_token(const char *arg)
     return t;
 }
 
+/* The verifier of the options: like the nodes' (common/auth.c), a default
+ * key and/or a key directory. Exit status on error. */
+static int make_verifier(const struct opts *o, struct dm_jwt_verifier **v)
+{
+    struct dm_auth_params p = {
+        .alg = o->alg,
+        .key_file = o->secret_file ? o->secret_file : o->key_file,
+        .secret = o->secret,
+        .key_dir = o->key_dir,
+        .leeway_s = o->leeway,
+        .issuer = o->iss,
+        .audience = o->aud,
+    };
+    char err[DM_ERRLEN];
+
+    if (p.key_file == NULL && p.secret == NULL)
+        p.secret = getenv(ENV_SECRET);
+    if ((p.key_file == NULL && (p.secret == NULL || *p.secret == '\0')) && o->key_dir == NULL)
+        return usage_error("no key: give --secret, --secret-file, --key-file or --key-dir, or "
+                           "set %s",
+                           ENV_SECRET);
+    if ((*v = dm_auth_verifier_build(&p, err)) == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_check(int argc, char **argv)
 {
     struct opts o;
-    struct dm_jwt_verifier *v;
+    struct dm_jwt_verifier *v = NULL;
     struct dm_jwt_claims c;
-    unsigned char *key = NULL;
-    size_t keylen = 0;
-    char err[DM_ERRLEN];
     const char *reason = NULL;
+    char kid[DM_JWT_MAX_KID + 1];
     char *token;
     int first, rc;
     long long now;
@@ -472,14 +518,8 @@ static int cmd_check(int argc, char **argv)
         return rc == SHOW_HELP ? 0 : rc;
     if (argc - first != 1)
         return usage_error("check takes exactly one TOKEN");
-    if ((rc = load_key(&o, &key, &keylen)) != 0)
+    if ((rc = make_verifier(&o, &v)) != 0)
         return rc;
-    v = dm_jwt_verifier_new(o.alg, key, keylen, o.leeway, o.iss, o.aud, err);
-    free(key);
-    if (v == NULL) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return 1;
-    }
     now = clock_now(&o);
     token = read_token(argv[first]);
     if (dm_jwt_verify(v, token, strlen(token), now, &c, &reason) == 0) {
@@ -491,6 +531,9 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, PROG ": invalid token: %s\n", reason);
         rc = 1;
     }
+    /* Which key the token names: the first question after "unknown_kid". */
+    if (dm_jwt_peek_kid(token, strlen(token), kid) == 1)
+        printf("kid=%s\n", kid);
     free(token);
     dm_jwt_verifier_free(v);
     return rc;

@@ -1,6 +1,8 @@
 /* JWT policy: pinned algorithms, alg "none" and key confusion, time claims
  * at their leeway edges (injected clock), iss/aud, structure, claim types,
- * room patterns, RS256/ES256 with the PEM fixtures, concurrent verify.
+ * room patterns, RS256/ES256 with the PEM fixtures, the attacks repeated for
+ * every algorithm, ES256/RS256 signature encodings, kid selection and
+ * rotation, the key directory of common/auth.c, concurrent verify.
  * Run from the repository root (fixtures in tests/fixtures, or $DM_FIXTURES). */
 #include "common/jwt.h"
 
@@ -10,10 +12,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
+#include "common/auth.h"
 #include "common/util.h"
 #include "tests/unit/tap.h"
 
@@ -385,8 +394,16 @@ static void test_alg_none(void)
     ok(is(check_free(hs256, craft_hs256("{\"alg\":\"HS256\",\"typ\":\"jwt\"}", payload), NOW),
           "ok"),
        "typ jwt accepted");
-    ok(is(check_free(hs256, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"k1\"}", payload), NOW), "ok"),
+    ok(is(check_free(hs256, craft_hs256("{\"alg\":\"HS256\",\"x-trace\":\"k1\"}", payload), NOW),
+          "ok"),
        "unknown non-critical header ignored");
+    /* kid is not ignored: a verifier without keys by kid knows none. */
+    ok(is(check_free(hs256, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"k1\"}", payload), NOW),
+          "unknown_kid"),
+       "kid on a verifier with only a default key: unknown_kid (no fallback)");
+    ok(is(check_free(hs256, craft_hs256("{\"alg\":\"HS256\",\"kid\":1}", payload), NOW),
+          "malformed"),
+       "kid not a string: malformed");
 }
 
 /* ---- time claims -------------------------------------------------------- */
@@ -854,6 +871,783 @@ static void test_es256(void)
     dm_jwt_verifier_free(es);
 }
 
+/* ---- every algorithm: signer, attacks ----------------------------------- */
+
+/* Signs like an issuer would, under any header: HMAC with a secret, or
+ * RS256/ES256 with a private key (ES256 as JWS r||s, or DER on request). */
+struct signer {
+    const EVP_MD *hmac_md; /* HS*: the digest; NULL for RS256/ES256 */
+    const unsigned char *secret;
+    size_t secretlen;
+    EVP_PKEY *priv; /* RS256/ES256 */
+    bool es256;
+};
+
+static EVP_PKEY *private_key(const char *name)
+{
+    FILE *f = fopen(fixture(name), "rb");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (k == NULL)
+        printf("# cannot read private key %s\n", name);
+    return k;
+}
+
+/* Signature of in[0..n) into sig[1024]; returns its length. */
+static size_t sign_input(const struct signer *sg, const char *in, size_t n, unsigned char *sig,
+                         bool der)
+{
+    unsigned int hl = 0;
+    size_t sl = 1024;
+    EVP_MD_CTX *m;
+
+    if (sg->hmac_md != NULL) {
+        HMAC(sg->hmac_md, sg->secret, (int)sg->secretlen, (const unsigned char *)in, n, sig, &hl);
+        return hl;
+    }
+    m = EVP_MD_CTX_new();
+    if (EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, sg->priv) != 1 ||
+        EVP_DigestSign(m, sig, &sl, (const unsigned char *)in, n) != 1)
+        sl = 0;
+    EVP_MD_CTX_free(m);
+    if (sg->es256 && !der && sl > 0) {
+        const unsigned char *p = sig;
+        ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)sl);
+        const BIGNUM *r, *s;
+        ECDSA_SIG_get0(es, &r, &s);
+        BN_bn2binpad(r, sig, 32);
+        BN_bn2binpad(s, sig + 32, 32);
+        ECDSA_SIG_free(es);
+        sl = 64;
+    }
+    return sl;
+}
+
+/* header.payload.b64url(sig[0..n)); caller frees. */
+static char *craft_raw(const char *header, const char *payload, const unsigned char *sig, size_t n)
+{
+    size_t hl = strlen(header), pl = strlen(payload);
+    char *t = dm_malloc((hl + pl + n) / 3 * 4 + 16);
+
+    b64url((const unsigned char *)header, hl, t);
+    strcat(t, ".");
+    b64url((const unsigned char *)payload, pl, t + strlen(t));
+    strcat(t, ".");
+    b64url(sig, n, t + strlen(t));
+    return t;
+}
+
+/* A token with any header and payload, signed by sg; caller frees. */
+static char *craft_by(const struct signer *sg, const char *header, const char *payload, bool der)
+{
+    unsigned char sig[1024];
+    char *t = craft_raw(header, payload, NULL, 0); /* "header.payload." */
+    size_t n = sign_input(sg, t, strlen(t) - 1, sig, der);
+
+    free(t);
+    return craft_raw(header, payload, sig, n);
+}
+
+struct alg_case {
+    const char *alg;
+    const char *pub;  /* public key fixture (NULL for HS*) */
+    const char *priv; /* private key fixture */
+    const EVP_MD *md; /* HS* */
+};
+
+static const struct alg_case alg_cases[] = {
+    {"HS256", NULL, NULL, NULL},
+    {"HS384", NULL, NULL, NULL},
+    {"HS512", NULL, NULL, NULL},
+    {"RS256", "jwt_rs256.pub.pem", "jwt_rs256.pem", NULL},
+    {"ES256", "jwt_es256.pub.pem", "jwt_es256.pem", NULL},
+};
+
+static struct signer signer_for(const struct alg_case *c)
+{
+    struct signer sg = {0};
+    if (c->pub == NULL) {
+        sg.hmac_md = strcmp(c->alg, "HS256") == 0   ? EVP_sha256()
+                     : strcmp(c->alg, "HS384") == 0 ? EVP_sha384()
+                                                    : EVP_sha512();
+        sg.secret = secret;
+        sg.secretlen = secretlen;
+    } else {
+        sg.priv = private_key(c->priv);
+        sg.es256 = strcmp(c->alg, "ES256") == 0;
+    }
+    return sg;
+}
+
+/* The attacks of the HS256 subtests above, on verifier v pinned to c->alg.
+ * `kid` (may be NULL) goes into every header, so that a key-map verifier
+ * meets them too. */
+static void attacks(const struct alg_case *c, const struct dm_jwt_verifier *v, const char *kid)
+{
+    static const char *const others[] = {"none",  "None",  "NONE",  "HS256", "HS384", "HS512",
+                                         "RS256", "ES256", "RS384", "RS512", "PS256", "ES384",
+                                         "ES512", "EdDSA", "hs256", "rs256", "es256", ""};
+    const char *pl = "{\"sub\":\"u\",\"exp\":1700000060}";
+    struct signer sg = signer_for(c);
+    char kidpart[96] = "", hdr[256], what[64];
+    char *t, *u;
+    size_t n;
+
+    if (kid != NULL)
+        snprintf(kidpart, sizeof(kidpart), ",\"kid\":\"%s\"", kid);
+    snprintf(what, sizeof(what), "%s%s%s", c->alg, kid ? " kid " : "", kid ? kid : "");
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"typ\":\"JWT\"%s}", c->alg, kidpart);
+
+    t = craft_by(&sg, hdr, pl, false);
+    ok(is(check(v, t, NOW), "ok"), "%s: hand-crafted token accepted", what);
+    ok(is(check(v, t, NOW + 60), "expired"), "%s: and it expires", what);
+    u = dm_strdup(t);
+    flip(strrchr(u, '.') + 5);
+    ok(is(check_free(v, u, NOW), "bad_signature"), "%s: altered signature", what);
+    u = dm_strdup(t);
+    strrchr(u, '.')[1] = '\0';
+    ok(is(check_free(v, u, NOW), "bad_signature"), "%s: empty signature", what);
+    {
+        unsigned char sig[1024];
+        char *in = craft_raw(hdr, pl, NULL, 0);
+        n = sign_input(&sg, in, strlen(in) - 1, sig, false);
+        ok(is(check_free(v, craft_raw(hdr, pl, sig, n - 1), NOW), "bad_signature"),
+           "%s: signature one byte short", what);
+        sig[n] = sig[0];
+        ok(is(check_free(v, craft_raw(hdr, pl, sig, n + 1), NOW), "bad_signature"),
+           "%s: signature one byte long", what);
+        free(in);
+    }
+    {
+        char *forged =
+            craft_by(&sg, hdr, "{\"sub\":\"admin\",\"role\":\"admin\",\"exp\":1700000060}", false);
+        char *mix = dm_malloc(strlen(forged) + strlen(t) + 1);
+        memcpy(mix, forged, (size_t)(strrchr(forged, '.') - forged));
+        strcpy(mix + (strrchr(forged, '.') - forged), strrchr(t, '.'));
+        ok(is(check_free(v, mix, NOW), "bad_signature"), "%s: payload swapped under a signature",
+           what);
+        free(forged);
+    }
+
+    /* Any other alg (none, other families, other spellings), signed with the
+     * very key of the verifier or not signed at all. */
+    for (size_t i = 0; i < DM_ARRAY_LEN(others); i++) {
+        if (strcmp(others[i], c->alg) == 0)
+            continue;
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\"%s}", others[i], kidpart);
+        ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "alg_mismatch"),
+           "%s: header alg \"%s\" signed with the right key", what, others[i]);
+        ok(is(check_free(v, craft_raw(hdr, pl, NULL, 0), NOW), "alg_mismatch"),
+           "%s: header alg \"%s\" unsigned", what, others[i]);
+    }
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s \"%s}", c->alg, kidpart);
+    ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "alg_mismatch"),
+       "%s: alg with a trailing space", what);
+
+    /* Key confusion: HMAC keyed with the public key's PEM text. */
+    if (c->pub != NULL) {
+        size_t publen;
+        unsigned char *pub = load(c->pub, &publen);
+        struct signer hs = {.hmac_md = EVP_sha256(), .secret = pub, .secretlen = publen};
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS256\",\"typ\":\"JWT\"%s}", kidpart);
+        ok(is(check_free(v, craft_by(&hs, hdr, pl, false), NOW), "alg_mismatch"),
+           "%s: HS256 signed with the public key", what);
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\"%s}", c->alg, kidpart);
+        ok(is(check_free(v, craft_by(&hs, hdr, pl, false), NOW), "bad_signature"),
+           "%s: HMAC with the public key under the pinned alg", what);
+        free(pub);
+    }
+
+    /* Header shapes. */
+    static const char *const bad_extras[] = {
+        ",\"crit\":[\"b64\"],\"b64\":false",
+        ",\"typ\":\"JOSE\"",
+        ",\"typ\":1",
+        ",\"alg\":\"none\"",
+    };
+    for (size_t i = 0; i < DM_ARRAY_LEN(bad_extras); i++) {
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\"%s%s}", c->alg, bad_extras[i], kidpart);
+        ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "malformed"), "%s: header %s",
+           what, hdr);
+    }
+    snprintf(hdr, sizeof(hdr), "{\"typ\":\"JWT\"%s}", kidpart);
+    ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "malformed"), "%s: no alg", what);
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"kid\":[\"k\"]}", c->alg);
+    ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "malformed"), "%s: kid an array",
+       what);
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"kid\":\"no-such-kid\"}", c->alg);
+    ok(is(check_free(v, craft_by(&sg, hdr, pl, false), NOW), "unknown_kid"), "%s: unknown kid",
+       what);
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\"%s}", c->alg, kidpart);
+
+    /* Structure. */
+    {
+        char buf[4096];
+        snprintf(buf, sizeof(buf), "%.*s", (int)(strrchr(t, '.') - t), t);
+        ok(is(check(v, buf, NOW), "malformed"), "%s: 2 segments", what);
+        snprintf(buf, sizeof(buf), "%s.%s", t, strrchr(t, '.') + 1);
+        ok(is(check(v, buf, NOW), "malformed"), "%s: 4 segments", what);
+        snprintf(buf, sizeof(buf), "%s=", t);
+        ok(is(check(v, buf, NOW), "malformed"), "%s: padded signature", what);
+        strcpy(buf, t);
+        strrchr(buf, '.')[3] = '+';
+        ok(is(check(v, buf, NOW), "malformed"), "%s: '+' in the signature", what);
+        strcpy(buf, t);
+        strchr(buf, '.')[3] = '/';
+        ok(is(check(v, buf, NOW), "malformed"), "%s: '/' in the payload", what);
+        strcpy(buf, t);
+        buf[3] = '!';
+        ok(is(check(v, buf, NOW), "malformed"), "%s: '!' in the header", what);
+    }
+    static const char *const bad_payloads[] = {
+        "[1,2]", "\"s\"",    "42",
+        "null",  "not json", "{\"sub\":\"a\",\"sub\":\"b\",\"exp\":1700000060}"};
+    for (size_t i = 0; i < DM_ARRAY_LEN(bad_payloads); i++)
+        ok(is(check_free(v, craft_by(&sg, hdr, bad_payloads[i], false), NOW), "malformed"),
+           "%s: payload %s", what, bad_payloads[i]);
+    ok(is(check_free(v, craft_by(&sg, "[\"x\"]", pl, false), NOW), "malformed"), "%s: header array",
+       what);
+    {
+        char *big = dm_malloc(DM_JWT_MAX_TOKEN + 64);
+        char *p;
+        snprintf(big, DM_JWT_MAX_TOKEN + 64, "{\"sub\":\"u\",\"exp\":1700000060,\"x\":\"");
+        p = big + strlen(big);
+        memset(p, 'a', DM_JWT_MAX_TOKEN / 4 * 3);
+        strcpy(p + DM_JWT_MAX_TOKEN / 4 * 3, "\"}");
+        ok(is(check_free(v, craft_by(&sg, hdr, big, false), NOW), "too_large"),
+           "%s: signed token over %d bytes", what, DM_JWT_MAX_TOKEN);
+        free(big);
+    }
+    /* Claims are judged only for authentic tokens. */
+    u = craft_by(&sg, hdr, "{\"sub\":\"u\"}", false);
+    flip(strrchr(u, '.') + 5);
+    ok(is(check_free(v, u, NOW), "bad_signature"), "%s: forged token without exp", what);
+    free(t);
+    EVP_PKEY_free(sg.priv);
+}
+
+static struct dm_jwt_verifier *verifier_keys(const char *alg, const char *const *kids,
+                                             const char *const *files, size_t n)
+{
+    struct dm_jwt_key keys[DM_JWT_MAX_KEYS + 1];
+    unsigned char *bufs[DM_JWT_MAX_KEYS + 1];
+    char err[DM_ERRLEN] = "";
+    struct dm_jwt_verifier *v;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t len = secretlen;
+        bufs[i] = files[i] ? load(files[i], &len) : NULL;
+        keys[i] = (struct dm_jwt_key){kids[i], files[i] ? bufs[i] : secret, len};
+    }
+    v = dm_jwt_verifier_new_keys(alg, keys, n, 0, NULL, NULL, err);
+    if (v == NULL)
+        printf("# verifier_keys %s: %s\n", alg, err);
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    return v;
+}
+
+static void test_attacks_every_alg(void)
+{
+    for (size_t i = 0; i < DM_ARRAY_LEN(alg_cases); i++) {
+        const struct alg_case *c = &alg_cases[i];
+        struct dm_jwt_verifier *v = verifier(c->alg, c->pub, 0, NULL, NULL);
+        /* The same key behind a kid, next to another kid and no default. */
+        const char *kids[] = {"other", "k1"};
+        const char *files[] = {c->pub ? c->pub : "dev-secret-kid2.txt", c->pub};
+        struct dm_jwt_verifier *vk = verifier_keys(c->alg, kids, files, 2);
+
+        ok(v != NULL && vk != NULL, "%s: verifiers", c->alg);
+        if (v != NULL)
+            attacks(c, v, NULL);
+        if (vk != NULL)
+            attacks(c, vk, "k1");
+        dm_jwt_verifier_free(v);
+        dm_jwt_verifier_free(vk);
+    }
+}
+
+/* ---- ES256 / RS256 signature encodings ---------------------------------- */
+
+static void test_signature_encodings(void)
+{
+    struct dm_jwt_verifier *es = verifier("ES256", "jwt_es256.pub.pem", 0, NULL, NULL);
+    struct dm_jwt_verifier *rs = verifier("RS256", "jwt_rs256.pub.pem", 0, NULL, NULL);
+    struct signer ses = {.priv = private_key("jwt_es256.pem"), .es256 = true};
+    struct signer srs = {.priv = private_key("jwt_rs256.pem")};
+    const char *hes = "{\"alg\":\"ES256\"}", *hrs = "{\"alg\":\"RS256\"}";
+    const char *pl = "{\"sub\":\"u\",\"exp\":1700000060}";
+    unsigned char sig[1024];
+    char *in = craft_raw(hes, pl, NULL, 0);
+    size_t inlen = strlen(in) - 1; /* without the trailing '.' */
+    size_t n;
+
+    n = sign_input(&ses, in, inlen, sig, false);
+    ok(n == 64 && is(check_free(es, craft_raw(hes, pl, sig, n), NOW), "ok"),
+       "ES256 r||s (64 bytes) accepted");
+    ok(is(check_free(es, craft_raw(hes, pl, sig, 63), NOW), "bad_signature"),
+       "ES256 signature of 63 bytes");
+    sig[64] = 0;
+    ok(is(check_free(es, craft_raw(hes, pl, sig, 65), NOW), "bad_signature"),
+       "ES256 signature of 65 bytes");
+    ok(is(check_free(es, craft_raw(hes, pl, sig, 32), NOW), "bad_signature"),
+       "ES256 signature of 32 bytes (r only)");
+    {
+        unsigned char two[128];
+        memcpy(two, sig, 64);
+        memcpy(two + 64, sig, 64);
+        ok(is(check_free(es, craft_raw(hes, pl, two, 128), NOW), "bad_signature"),
+           "ES256 signature of 128 bytes");
+    }
+    n = sign_input(&ses, in, inlen, sig, true);
+    ok(n >= 68 && n <= 72 && sig[0] == 0x30, "DER signature made (%zu bytes)", n);
+    ok(is(check_free(es, craft_raw(hes, pl, sig, n), NOW), "bad_signature"),
+       "ES256 DER-encoded signature rejected");
+    memset(sig, 0, 64);
+    ok(is(check_free(es, craft_raw(hes, pl, sig, 64), NOW), "bad_signature"), "ES256 r = s = 0");
+    memset(sig, 0xff, 64);
+    ok(is(check_free(es, craft_raw(hes, pl, sig, 64), NOW), "bad_signature"),
+       "ES256 r, s above the group order");
+    {
+        /* The curve order n as r and s: out of range [1, n-1]. */
+        static const unsigned char order[32] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+                                                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84,
+                                                0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+        memcpy(sig, order, 32);
+        memcpy(sig + 32, order, 32);
+        ok(is(check_free(es, craft_raw(hes, pl, sig, 64), NOW), "bad_signature"),
+           "ES256 r = s = n");
+    }
+    free(in);
+
+    in = craft_raw(hrs, pl, NULL, 0);
+    inlen = strlen(in) - 1;
+    n = sign_input(&srs, in, inlen, sig, false);
+    ok(n == 256 && is(check_free(rs, craft_raw(hrs, pl, sig, n), NOW), "ok"),
+       "RS256 256-byte signature accepted");
+    ok(is(check_free(rs, craft_raw(hrs, pl, sig, 255), NOW), "bad_signature"),
+       "RS256 signature of 255 bytes");
+    {
+        unsigned char longer[257];
+        longer[0] = 0;
+        memcpy(longer + 1, sig, 256);
+        ok(is(check_free(rs, craft_raw(hrs, pl, longer, 257), NOW), "bad_signature"),
+           "RS256 signature with a leading zero byte (257 bytes)");
+    }
+    {
+        /* RSA-PSS with the same key must not pass as RS256 (PKCS#1 v1.5). */
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        size_t sl = sizeof(sig);
+        int rc = EVP_DigestSignInit(m, &pctx, EVP_sha256(), NULL, srs.priv) == 1 &&
+                 EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+                 EVP_DigestSign(m, sig, &sl, (const unsigned char *)in, inlen) == 1;
+        EVP_MD_CTX_free(m);
+        ok(rc && sl == 256 && is(check_free(rs, craft_raw(hrs, pl, sig, sl), NOW), "bad_signature"),
+           "RS256 header with an RSA-PSS signature");
+    }
+    free(in);
+    EVP_PKEY_free(ses.priv);
+    EVP_PKEY_free(srs.priv);
+    dm_jwt_verifier_free(es);
+    dm_jwt_verifier_free(rs);
+}
+
+/* ---- kid: construction, selection, rotation ----------------------------- */
+
+static bool refused_keys(const char *alg, const struct dm_jwt_key *keys, size_t n,
+                         const char *must_name)
+{
+    char err[DM_ERRLEN] = "";
+    struct dm_jwt_verifier *v = dm_jwt_verifier_new_keys(alg, keys, n, 0, NULL, NULL, err);
+    if (v != NULL) {
+        dm_jwt_verifier_free(v);
+        return false;
+    }
+    printf("#   err: %s\n", err);
+    return err[0] != '\0' && (must_name == NULL || strstr(err, must_name) != NULL);
+}
+
+static void test_kid_new(void)
+{
+    static const unsigned char k32[] = "0123456789abcdef0123456789abcdef";
+    struct dm_jwt_key keys[DM_JWT_MAX_KEYS + 2];
+    char kidbuf[DM_JWT_MAX_KEYS + 2][16];
+    size_t publen, eslen, privlen;
+    unsigned char *pub = load("jwt_rs256.pub.pem", &publen);
+    unsigned char *espub = load("jwt_es256.pub.pem", &eslen);
+    unsigned char *priv = load("jwt_rs256.pem", &privlen);
+    char kid65[DM_JWT_MAX_KID + 2];
+    struct dm_jwt_verifier *v;
+    char err[DM_ERRLEN];
+
+    for (size_t i = 0; i < DM_ARRAY_LEN(keys); i++) {
+        snprintf(kidbuf[i], sizeof(kidbuf[i]), "k%zu", i);
+        keys[i] = (struct dm_jwt_key){kidbuf[i], k32, 32};
+    }
+    v = dm_jwt_verifier_new_keys("HS256", keys, DM_JWT_MAX_KEYS, 0, NULL, NULL, err);
+    ok(v != NULL, "%d keys with a kid accepted", DM_JWT_MAX_KEYS);
+    dm_jwt_verifier_free(v);
+    keys[DM_JWT_MAX_KEYS].kid = NULL;
+    v = dm_jwt_verifier_new_keys("HS256", keys, DM_JWT_MAX_KEYS + 1, 0, NULL, NULL, err);
+    ok(v != NULL, "%d keys with a kid plus a default accepted", DM_JWT_MAX_KEYS);
+    dm_jwt_verifier_free(v);
+    keys[DM_JWT_MAX_KEYS].kid = kidbuf[DM_JWT_MAX_KEYS];
+    ok(refused_keys("HS256", keys, DM_JWT_MAX_KEYS + 1, NULL), "%d keys with a kid refused",
+       DM_JWT_MAX_KEYS + 1);
+    keys[0].kid = NULL;
+    keys[1].kid = NULL;
+    ok(refused_keys("HS256", keys, 2, NULL), "two default keys refused");
+    keys[0].kid = "same";
+    keys[1].kid = "same";
+    ok(refused_keys("HS256", keys, 2, "same"), "the same kid twice refused");
+    ok(refused_keys("HS256", keys, 0, NULL), "no key refused");
+    ok(refused_keys("HS256", NULL, 1, NULL), "NULL keys refused");
+
+    memset(kid65, 'a', DM_JWT_MAX_KID + 1);
+    kid65[DM_JWT_MAX_KID + 1] = '\0';
+    {
+        const char *bad[] = {"", ".hidden", "..data", "a/b", "a b", "k\xc3\xa9", "a:b", kid65};
+        for (size_t i = 0; i < DM_ARRAY_LEN(bad); i++) {
+            keys[0] = (struct dm_jwt_key){bad[i], k32, 32};
+            ok(refused_keys("HS256", keys, 1, NULL), "kid \"%.20s\" refused", bad[i]);
+            ok(!dm_jwt_kid_valid(bad[i], strlen(bad[i])), "dm_jwt_kid_valid(\"%.20s\") false",
+               bad[i]);
+        }
+        kid65[DM_JWT_MAX_KID] = '\0';
+        ok(dm_jwt_kid_valid(kid65, DM_JWT_MAX_KID), "a %d-byte kid is valid", DM_JWT_MAX_KID);
+        ok(dm_jwt_kid_valid("2025-06_rsa.v2", 14), "kid with - _ . is valid");
+    }
+
+    /* Every key is checked, and the error names its kid. */
+    keys[0] = (struct dm_jwt_key){NULL, k32, 32};
+    keys[1] = (struct dm_jwt_key){"short-one", k32, 31};
+    ok(refused_keys("HS256", keys, 2, "short-one"), "31-byte secret under a kid refused");
+    keys[1] = (struct dm_jwt_key){"empty-one", k32, 0};
+    ok(refused_keys("HS256", keys, 2, "empty-one"), "empty key under a kid refused");
+    keys[1] = (struct dm_jwt_key){"pem-one", pub, publen};
+    ok(refused_keys("HS256", keys, 2, "pem-one"),
+       "PEM public key as HS secret under a kid refused");
+    keys[0] = (struct dm_jwt_key){"rsa", pub, publen};
+    keys[1] = (struct dm_jwt_key){"ec", espub, eslen};
+    ok(refused_keys("RS256", keys, 2, "kid ec:"), "RS256 with an EC key under kid ec refused");
+    ok(refused_keys("ES256", keys, 2, "kid rsa:"), "ES256 with an RSA key under kid rsa refused");
+    keys[1] = (struct dm_jwt_key){"secret", k32, 32};
+    ok(refused_keys("RS256", keys, 2, "kid secret:"), "RS256 with a secret under a kid refused");
+    keys[1] = (struct dm_jwt_key){"private", priv, privlen};
+    ok(refused_keys("RS256", keys, 2, "kid private:"),
+       "RS256 with a private key under a kid refused");
+    ok(refused_keys("none", keys, 1, NULL), "alg none with keys refused");
+    free(pub);
+    free(espub);
+    free(priv);
+}
+
+struct rot_case {
+    const char *alg;
+    const char *pub_a, *priv_a; /* NULL: dev-secret.txt */
+    const char *pub_b, *priv_b;
+};
+
+/* Mints with the key in `file` (NULL: the dev secret) and kid (NULL: none). */
+static char *mint_kid(const char *alg, const char *kid, const char *file)
+{
+    char claims[128], err[DM_ERRLEN] = "";
+    size_t len = secretlen;
+    unsigned char *key = file ? load(file, &len) : secret;
+    char *t;
+
+    snprintf(claims, sizeof(claims), "{\"sub\":\"u\",\"exp\":%lld}", (long long)NOW + 60);
+    t = dm_jwt_mint_kid(alg, kid, key, len, claims, err);
+    if (t == NULL)
+        printf("# mint %s kid %s: %s\n", alg, kid ? kid : "-", err);
+    if (file != NULL)
+        free(key);
+    return t;
+}
+
+static void test_kid_rotation(void)
+{
+    static const struct rot_case cases[] = {
+        {"HS256", NULL, NULL, "dev-secret-kid2.txt", "dev-secret-kid2.txt"},
+        {"RS256", "jwt_rs256.pub.pem", "jwt_rs256.pem", "jwt_rs256_kid2.pub.pem",
+         "jwt_rs256_kid2.pem"},
+        {"ES256", "jwt_es256.pub.pem", "jwt_es256.pem", "jwt_es256_kid2.pub.pem",
+         "jwt_es256_kid2.pem"},
+    };
+
+    for (size_t i = 0; i < DM_ARRAY_LEN(cases); i++) {
+        const struct rot_case *c = &cases[i];
+        const char *both_kids[] = {"2025-01", "2025-06"};
+        const char *both_files[] = {c->pub_a, c->pub_b};
+        const char *new_kids[] = {"2025-06"};
+        const char *new_files[] = {c->pub_b};
+        const char *dflt_kids[] = {NULL, "2025-06"};
+        struct dm_jwt_verifier *both = verifier_keys(c->alg, both_kids, both_files, 2);
+        struct dm_jwt_verifier *newonly = verifier_keys(c->alg, new_kids, new_files, 1);
+        struct dm_jwt_verifier *dflt = verifier_keys(c->alg, dflt_kids, both_files, 2);
+        char *old_t = mint_kid(c->alg, "2025-01", c->priv_a);
+        char *new_t = mint_kid(c->alg, "2025-06", c->priv_b);
+        char *liar = mint_kid(c->alg, "2025-01", c->priv_b);
+        char *nokid_a = mint_kid(c->alg, NULL, c->priv_a);
+        char *nokid_b = mint_kid(c->alg, NULL, c->priv_b);
+        char *unknown = mint_kid(c->alg, "2024-12", c->priv_a);
+        const char *a = c->alg;
+        char kid[DM_JWT_MAX_KID + 1] = "";
+
+        ok(both && newonly && dflt, "%s: verifiers with kids", a);
+        ok(dm_jwt_peek_kid(old_t, strlen(old_t), kid) == 1 && strcmp(kid, "2025-01") == 0,
+           "%s: minted token carries kid 2025-01", a);
+        ok(dm_jwt_peek_kid(nokid_a, strlen(nokid_a), kid) == 0, "%s: and without --kid none", a);
+        ok(is(check(both, old_t, NOW), "ok"), "%s: rotation: old kid valid", a);
+        ok(is(check(both, new_t, NOW), "ok"), "%s: rotation: new kid valid", a);
+        ok(is(check(both, liar, NOW), "bad_signature"),
+           "%s: signed with the new key, labelled old: no fallback", a);
+        ok(is(check(both, nokid_a, NOW), "unknown_kid"), "%s: no kid and no default key", a);
+        ok(is(check(both, unknown, NOW), "unknown_kid"), "%s: unknown kid", a);
+        ok(is(check(newonly, old_t, NOW), "unknown_kid"), "%s: old kid retired: unknown_kid", a);
+        ok(is(check(newonly, new_t, NOW), "ok"), "%s: new kid still valid", a);
+        ok(is(check(dflt, nokid_a, NOW), "ok"), "%s: no kid: the default key", a);
+        ok(is(check(dflt, nokid_b, NOW), "bad_signature"),
+           "%s: no kid, signed with a kid's key: not the default", a);
+        ok(is(check(dflt, new_t, NOW), "ok"), "%s: kid next to a default key", a);
+        ok(is(check(dflt, old_t, NOW), "unknown_kid"),
+           "%s: unknown kid never falls back to the default key", a);
+        free(old_t);
+        free(new_t);
+        free(liar);
+        free(nokid_a);
+        free(nokid_b);
+        free(unknown);
+        dm_jwt_verifier_free(both);
+        dm_jwt_verifier_free(newonly);
+        dm_jwt_verifier_free(dflt);
+    }
+    /* kid spelled differently in the header. */
+    {
+        const char *kids[] = {"k1"};
+        const char *files[] = {NULL};
+        struct dm_jwt_verifier *v = verifier_keys("HS256", kids, files, 1);
+        const char *pl = "{\"sub\":\"u\",\"exp\":1700000060}";
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"k1\"}", pl), NOW), "ok"),
+           "hand-made kid k1");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"K1\"}", pl), NOW),
+              "unknown_kid"),
+           "kid is case-sensitive");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"k1\\u0000x\"}", pl), NOW),
+              "malformed"),
+           "kid with an escaped NUL (jansson refuses \\u0000)");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"k1 \"}", pl), NOW),
+              "unknown_kid"),
+           "kid with a trailing space");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"\"}", pl), NOW),
+              "unknown_kid"),
+           "empty kid");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":null}", pl), NOW), "malformed"),
+           "kid null");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\",\"kid\":\"x\",\"kid\":\"k1\"}", pl),
+                         NOW),
+              "malformed"),
+           "duplicate kid");
+        ok(is(check_free(v, craft_hs256("{\"alg\":\"HS256\"}", pl), NOW), "unknown_kid"),
+           "no kid and no default key");
+        dm_jwt_verifier_free(v);
+    }
+    {
+        char err[DM_ERRLEN] = "";
+        ok(dm_jwt_mint_kid("HS256", "../etc", secret, secretlen, "{}", err) == NULL && err[0],
+           "mint refuses an unsafe kid (%s)", err);
+        ok(dm_jwt_peek_kid("x.y.z", 5, (char[DM_JWT_MAX_KID + 1]){0}) == -1, "peek on garbage: -1");
+    }
+}
+
+/* ---- key directory (common/auth.c) -------------------------------------- */
+
+static char tmpdir[256];
+
+static void put_file(const char *dir, const char *name, const char *fixture_name, const char *text)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "wb");
+    if (f == NULL)
+        return;
+    if (fixture_name != NULL) {
+        size_t n;
+        unsigned char *k = load(fixture_name, &n);
+        fwrite(k, 1, n, f);
+        fputc('\n', f);
+        free(k);
+    } else {
+        fputs(text, f);
+    }
+    fclose(f);
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+}
+
+/* A fresh directory under tmpdir. */
+static const char *subdir(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    mkdir(path, 0700);
+    return path;
+}
+
+static struct dm_jwt_verifier *from_dir(const char *alg, const char *key_file, const char *dir,
+                                        char *err)
+{
+    struct dm_auth_params p = {.alg = alg, .key_file = key_file, .key_dir = dir, .leeway_s = 0};
+    err[0] = '\0';
+    return dm_auth_verifier_build(&p, err);
+}
+
+static bool dir_refused(const char *alg, const char *dir, const char *must_name)
+{
+    char err[DM_ERRLEN];
+    struct dm_jwt_verifier *v = from_dir(alg, NULL, dir, err);
+    if (v != NULL) {
+        dm_jwt_verifier_free(v);
+        return false;
+    }
+    printf("#   err: %s\n", err);
+    return err[0] != '\0' && (must_name == NULL || strstr(err, must_name) != NULL);
+}
+
+static void test_key_dir(void)
+{
+    char err[DM_ERRLEN], path[600], target[600];
+    const char *d;
+    struct dm_jwt_verifier *v;
+    char *t1, *t2, *t0;
+
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/dm_test_jwt.XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) {
+        ok(0, "mkdtemp");
+        return;
+    }
+
+    /* A Kubernetes Secret volume: files are symlinks through ..data into a
+     * hidden timestamped directory. */
+    d = subdir("k8s");
+    snprintf(path, sizeof(path), "%s/..2025_06_01_00_00_00.1", d);
+    mkdir(path, 0700);
+    put_file(path, "2025-01.pem", "jwt_rs256.pub.pem", NULL);
+    put_file(path, "2025-06.pem", "jwt_rs256_kid2.pub.pem", NULL);
+    snprintf(path, sizeof(path), "%s/..data", d);
+    ok(symlink("..2025_06_01_00_00_00.1", path) == 0, "..data symlink");
+    for (int i = 0; i < 2; i++) {
+        const char *name = i ? "2025-06.pem" : "2025-01.pem";
+        snprintf(path, sizeof(path), "%s/%s", d, name);
+        snprintf(target, sizeof(target), "..data/%s", name);
+        ok(symlink(target, path) == 0, "symlink %s", name);
+    }
+    v = from_dir("RS256", NULL, d, err);
+    ok(v != NULL, "RS256 keys from a Secret-like directory (%s)", err);
+    t1 = mint_kid("RS256", "2025-01", "jwt_rs256.pem");
+    t2 = mint_kid("RS256", "2025-06", "jwt_rs256_kid2.pem");
+    t0 = mint_kid("RS256", NULL, "jwt_rs256.pem");
+    ok(v && is(check(v, t1, NOW), "ok"), "kid 2025-01 verifies");
+    ok(v && is(check(v, t2, NOW), "ok"), "kid 2025-06 verifies");
+    ok(v && is(check(v, t0, NOW), "unknown_kid"), "no kid, no default key: unknown_kid");
+    dm_jwt_verifier_free(v);
+    snprintf(path, sizeof(path), "%s", fixture("jwt_rs256.pub.pem"));
+    v = from_dir("RS256", path, d, err);
+    ok(v && is(check(v, t0, NOW), "ok"), "no kid, jwt_key_file as default key");
+    ok(v && is(check(v, t2, NOW), "ok"), "and kids next to it");
+    dm_jwt_verifier_free(v);
+    ok(dir_refused("ES256", d, "kid 2025-01:"), "ES256 pinned, RSA keys in the directory");
+    ok(dir_refused("HS256", d, "kid 2025-01:"), "HS256 pinned, PEM keys in the directory");
+
+    /* HS secrets as <kid>.key. */
+    d = subdir("hs");
+    put_file(d, "a.key", "dev-secret.txt", NULL);
+    put_file(d, "b.key", "dev-secret-kid2.txt", NULL);
+    v = from_dir("HS256", NULL, d, err);
+    ok(v != NULL, "HS256 secrets from <kid>.key files (%s)", err);
+    free(t0);
+    t0 = mint_kid("HS256", "b", "dev-secret-kid2.txt");
+    ok(v && is(check(v, t0, NOW), "ok"), "HS256 kid b verifies");
+    free(t0);
+    t0 = mint_kid("HS256", "a", "dev-secret-kid2.txt");
+    ok(v && is(check(v, t0, NOW), "bad_signature"), "HS256 kid a with b's secret");
+    dm_jwt_verifier_free(v);
+    put_file(d, "short.key", NULL, "0123456789abcdef0123456789abcde\n");
+    ok(dir_refused("HS256", d, "kid short:"), "31-byte secret file refused, naming its kid");
+    snprintf(path, sizeof(path), "%s/short.key", d);
+    unlink(path);
+    put_file(d, "empty.key", NULL, "\n");
+    ok(dir_refused("HS256", d, "empty.key"), "empty key file refused, naming it");
+    snprintf(path, sizeof(path), "%s/empty.key", d);
+    unlink(path);
+    put_file(d, "a.pem", "dev-secret.txt", NULL);
+    ok(dir_refused("HS256", d, "kid a given twice"), "a.key and a.pem: kid a twice");
+    snprintf(path, sizeof(path), "%s/a.pem", d);
+    unlink(path);
+    put_file(d, "README", NULL, "notes\n");
+    ok(dir_refused("HS256", d, "README"), "a stray file is an error, not ignored");
+    snprintf(path, sizeof(path), "%s/README", d);
+    unlink(path);
+    put_file(d, "bad kid.key", "dev-secret.txt", NULL);
+    ok(dir_refused("HS256", d, "bad kid.key"), "a file name that is no kid");
+    snprintf(path, sizeof(path), "%s/bad kid.key", d);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/gone.key", d);
+    ok(symlink("/nonexistent/dm-test", path) == 0 && dir_refused("HS256", d, "gone.key"),
+       "dangling symlink (unreadable key) refused");
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/sub.key", d);
+    mkdir(path, 0700);
+    ok(dir_refused("HS256", d, "sub.key"), "a directory named like a key refused");
+    rmdir(path);
+    v = from_dir("HS256", NULL, d, err);
+    ok(v != NULL, "clean again: accepted");
+    dm_jwt_verifier_free(v);
+
+    /* Bounds and emptiness. */
+    d = subdir("many");
+    for (int i = 0; i <= DM_JWT_MAX_KEYS; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "k%02d.key", i);
+        put_file(d, name, "dev-secret.txt", NULL);
+        if (i == DM_JWT_MAX_KEYS - 1) {
+            v = from_dir("HS256", NULL, d, err);
+            ok(v != NULL, "%d key files accepted", DM_JWT_MAX_KEYS);
+            dm_jwt_verifier_free(v);
+        }
+    }
+    ok(dir_refused("HS256", d, NULL), "%d key files refused", DM_JWT_MAX_KEYS + 1);
+    d = subdir("empty");
+    put_file(d, ".hidden.key", "dev-secret.txt", NULL);
+    ok(dir_refused("HS256", d, NULL), "a directory with no key file refused");
+    snprintf(path, sizeof(path), "%s/missing", tmpdir);
+    ok(dir_refused("HS256", path, "missing"), "a missing directory refused");
+    {
+        struct dm_auth_params p = {.alg = "HS256"};
+        ok(dm_auth_verifier_build(&p, err) == NULL && strstr(err, "no JWT key") != NULL,
+           "no key at all refused (%s)", err);
+        p.secret = (const char *)secret;
+        v = dm_auth_verifier_build(&p, err);
+        ok(v != NULL, "jwt_secret alone still works");
+        dm_jwt_verifier_free(v);
+    }
+    free(t0);
+    free(t1);
+    free(t2);
+    rm_rf(tmpdir);
+}
+
 /* ---- minting ------------------------------------------------------------ */
 
 static void test_mint(void)
@@ -892,7 +1686,7 @@ static void test_roles(void)
 
 struct worker {
     const struct dm_jwt_verifier *v;
-    const char *token;
+    const char *token[2]; /* used in turn: two kids of one verifier */
     int ok;
 };
 
@@ -902,35 +1696,58 @@ static void *verify_loop(void *arg)
     for (int i = 0; i < 200; i++) {
         struct dm_jwt_claims c;
         const char *reason;
-        if (dm_jwt_verify(w->v, w->token, strlen(w->token), NOW, &c, &reason) == 0 &&
-            strcmp(c.sub, "u") == 0)
+        const char *t = w->token[i % 2];
+        if (dm_jwt_verify(w->v, t, strlen(t), NOW, &c, &reason) == 0 && strcmp(c.sub, "u") == 0)
             w->ok++;
         dm_jwt_claims_fini(&c);
     }
     return NULL;
 }
 
+/* Pre-parsed keys are shared read-only: many threads, one verifier each
+ * for HS256, RS256 and ES256 (the last two with two kids). */
 static void test_threads(void)
 {
-    struct dm_jwt_verifier *rs = verifier("RS256", "jwt_rs256.pub.pem", 0, NULL, NULL);
+    const char *kids[] = {"a", "b"};
+    const char *rs_files[] = {"jwt_rs256.pub.pem", "jwt_rs256_kid2.pub.pem"};
+    const char *es_files[] = {"jwt_es256.pub.pem", "jwt_es256_kid2.pub.pem"};
+    struct dm_jwt_verifier *rs = verifier_keys("RS256", kids, rs_files, 2);
+    struct dm_jwt_verifier *es = verifier_keys("ES256", kids, es_files, 2);
     char *ths = mint("HS256", NULL, "{\"sub\":\"u\",\"exp\":%lld}", (long long)NOW + 60);
-    char *trs = mint("RS256", "jwt_rs256.pem", "{\"sub\":\"u\",\"exp\":%lld}", (long long)NOW + 60);
-    struct worker w[4];
-    pthread_t th[4];
+    char *trs[2] = {mint_kid("RS256", "a", "jwt_rs256.pem"),
+                    mint_kid("RS256", "b", "jwt_rs256_kid2.pem")};
+    char *tes[2] = {mint_kid("ES256", "a", "jwt_es256.pem"),
+                    mint_kid("ES256", "b", "jwt_es256_kid2.pem")};
+    struct worker w[6];
+    pthread_t th[6];
     int good = 0, started = 0;
 
-    for (int i = 0; i < 4; i++) {
-        w[i] = (struct worker){i % 2 ? rs : hs256, i % 2 ? trs : ths, 0};
+    for (int i = 0; i < 6; i++) {
+        switch (i % 3) {
+        case 0:
+            w[i] = (struct worker){hs256, {ths, ths}, 0};
+            break;
+        case 1:
+            w[i] = (struct worker){rs, {trs[0], trs[1]}, 0};
+            break;
+        default:
+            w[i] = (struct worker){es, {tes[0], tes[1]}, 0};
+            break;
+        }
         started += pthread_create(&th[i], NULL, verify_loop, &w[i]) == 0;
     }
     for (int i = 0; i < started; i++) {
         pthread_join(th[i], NULL);
         good += w[i].ok;
     }
-    ok(started == 4 && good == 800, "4 threads share 2 verifiers: %d/800 verified", good);
+    ok(started == 6 && good == 1200, "6 threads share 3 verifiers: %d/1200 verified", good);
     free(ths);
-    free(trs);
+    for (int i = 0; i < 2; i++) {
+        free(trs[i]);
+        free(tes[i]);
+    }
     dm_jwt_verifier_free(rs);
+    dm_jwt_verifier_free(es);
 }
 
 int main(void)
@@ -957,6 +1774,11 @@ int main(void)
     subtest("room patterns", test_rooms);
     subtest("RS256 and key confusion", test_rs256);
     subtest("ES256", test_es256);
+    subtest("every algorithm: the attacks, with and without kid", test_attacks_every_alg);
+    subtest("ES256/RS256 signature encodings", test_signature_encodings);
+    subtest("kid: verifier construction", test_kid_new);
+    subtest("kid: selection and rotation", test_kid_rotation);
+    subtest("key directory (auth)", test_key_dir);
     subtest("mint", test_mint);
     subtest("roles", test_roles);
     subtest("threads", test_threads);
