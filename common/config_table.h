@@ -21,6 +21,10 @@ DM_CONF(max_body, SIZE, "4k", 256, 1048576, I, "largest accepted request body")
 DM_CONF(max_text_chars, INT, "100", 1, 1000, I, "longest comment text in code points")
 DM_CONF(http_timeout_ms, INT, "10000", 100, 600000, I, "HTTP read/write idle timeout")
 DM_CONF(retry_after_s, INT, "1", 1, 3600, I, "Retry-After seconds sent with 503")
+DM_CONF(blocked_words_file, STR, "", 0, 0, I,
+        "blocked words or phrases, one per line, # comments (empty: no filter)")
+DM_CONF(blocked_words_action, STR, "reject", 0, 0, I,
+        "a comment with a blocked word: reject (400 blocked) or mask (with *)")
 DM_CONF(cors_origins, STR, "*", 0, 0, I, "origins allowed to post from browsers: * or a comma list")
 
 /* JWT */

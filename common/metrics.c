@@ -284,8 +284,12 @@ enum dm_metric dm_metrics_http_status(int status)
         return DM_M_HTTP_REQUESTS_404;
     case 405:
         return DM_M_HTTP_REQUESTS_405;
+    case 409:
+        return DM_M_HTTP_REQUESTS_409;
     case 413:
         return DM_M_HTTP_REQUESTS_413;
+    case 422:
+        return DM_M_HTTP_REQUESTS_422;
     case 415:
         return DM_M_HTTP_REQUESTS_415;
     case 429:

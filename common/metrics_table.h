@@ -104,9 +104,13 @@ DM_METRIC(HTTP_REQUESTS_404, COUNTER, http_requests, "code=\"404\"", I,
           "Ingest HTTP requests, by status code")
 DM_METRIC(HTTP_REQUESTS_405, COUNTER, http_requests, "code=\"405\"", I,
           "Ingest HTTP requests, by status code")
+DM_METRIC(HTTP_REQUESTS_409, COUNTER, http_requests, "code=\"409\"", I,
+          "Ingest HTTP requests, by status code")
 DM_METRIC(HTTP_REQUESTS_413, COUNTER, http_requests, "code=\"413\"", I,
           "Ingest HTTP requests, by status code")
 DM_METRIC(HTTP_REQUESTS_415, COUNTER, http_requests, "code=\"415\"", I,
+          "Ingest HTTP requests, by status code")
+DM_METRIC(HTTP_REQUESTS_422, COUNTER, http_requests, "code=\"422\"", I,
           "Ingest HTTP requests, by status code")
 DM_METRIC(HTTP_REQUESTS_429, COUNTER, http_requests, "code=\"429\"", I,
           "Ingest HTTP requests, by status code")
@@ -128,6 +132,22 @@ DM_METRIC(KAFKA_IN_FLIGHT, GAUGE, kafka_in_flight, "", I,
           "Kafka records produced and not yet reported")
 DM_METRIC(RATELIMIT_FALLBACK, COUNTER, ratelimit_fallback, "", I,
           "Rate limit decisions taken locally because Redis did not answer")
+DM_METRIC(RATELIMIT_ADMIT, COUNTER, ratelimit_decisions, "verdict=\"admit\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(RATELIMIT_USER_RATE, COUNTER, ratelimit_decisions, "verdict=\"user_rate\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(RATELIMIT_ROOM_RATE, COUNTER, ratelimit_decisions, "verdict=\"room_rate\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(RATELIMIT_SLOW_MODE, COUNTER, ratelimit_decisions, "verdict=\"slow_mode\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(RATELIMIT_DUPLICATE, COUNTER, ratelimit_decisions, "verdict=\"duplicate\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(RATELIMIT_MUTED, COUNTER, ratelimit_decisions, "verdict=\"muted\"", I,
+          "Rate limit decisions (Redis or local), by verdict")
+DM_METRIC(COMMENTS_BLOCKED, COUNTER, comments_blocked, "", I,
+          "Comments refused for a blocked word (blocked_words_action = reject)")
+DM_METRIC(COMMENTS_MASKED, COUNTER, comments_masked, "", I,
+          "Comments published with blocked words masked (blocked_words_action = mask)")
 
 /* Both */
 DM_METRIC(REDIS_ERRORS, COUNTER, redis_errors, "", IB,

@@ -95,7 +95,11 @@ SECRET_FILE="$STATE/secret"
 head -c 48 /dev/urandom | base64 | tr -d '\n=' >"$SECRET_FILE"
 common=(--listen-host 127.0.0.1 --kafka-brokers "$BROKERS" --redis-port "$REDIS_PORT"
     --jwt-key-file "$SECRET_FILE" --log-level warn)
-"${PIN_SERVER[@]}" "$BIN/danmaku-ingest" "${common[@]}" --http-port 0 \
+# Rate limiting stays on (every comment runs the limiter's Redis script) with
+# limits no scenario reaches: the benches measure capacity, not refusals.
+limits=(--ratelimit-user-rate 1000000 --ratelimit-user-burst 1000000
+    --ratelimit-room-rate 1000000 --ratelimit-room-burst 1000000)
+"${PIN_SERVER[@]}" "$BIN/danmaku-ingest" "${common[@]}" "${limits[@]}" --http-port 0 \
     --port-file "$STATE/ingest.port" 2>"$STATE/ingest.log" &
 PIDS+=($!)
 "${PIN_SERVER[@]}" "$BIN/danmaku-broadcast" "${common[@]}" --ws-port 0 \
@@ -117,6 +121,23 @@ RUN_NO=0
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) a process has used so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The broadcast node's write counters: "writes frames deliveries".
+ws_counters() {
+    python3 - "$WS" <<'PY'
+import sys, urllib.request
+want = ["danmaku_ws_writes_total", "danmaku_ws_frames_written_total", "danmaku_deliveries_total"]
+got = dict.fromkeys(want, 0)
+try:
+    text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in got:
+            got[name] = int(float(value))
+except OSError:
+    pass
+print(*(got[n] for n in want))
+PY
+}
 
 # run NAME LOADTEST-FLAGS...: one scenario; records the broadcast node's
 # RSS before and at the end of the connected phase.
@@ -130,6 +151,8 @@ run() {
     local before peak=0 rc=0 cpu0 t0 cpu1 t1
     before=$(rss_kb "$BCAST_PID")
     cpu0=$(cpu_ticks "$BCAST_PID")
+    local w0 w1
+    w0=$(ws_counters)
     t0=$(date +%s.%N)
     "${PIN_GEN[@]}" "$BIN/danmaku-loadtest" --ws "$WS" --ingest "$INGEST" \
         --kafka-brokers "$BROKERS" --jwt-secret-file "$SECRET_FILE" --quiet \
@@ -152,10 +175,14 @@ run() {
     wait "$lt" || rc=$?
     cpu1=$(cpu_ticks "$BCAST_PID")
     t1=$(date +%s.%N)
+    w1=$(ws_counters)
+    local writes frames deliveries
+    read -r writes frames deliveries < <(paste -d' ' <(tr ' ' '\n' <<<"$w1") <(tr ' ' '\n' <<<"$w0") |
+        awk '{printf "%d ", $1 - $2}')
     local cpu_pct
     cpu_pct=$(python3 -c "import os,sys; print(round(100*(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')/(float(sys.argv[4])-float(sys.argv[3])),1))" "$cpu0" "$cpu1" "$t0" "$t1")
     RUN_NO=$((RUN_NO + 1))
-    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"rss_steady_kb\":$steady,\"server_cpu_pct\":$cpu_pct}" \
+    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"rss_steady_kb\":$steady,\"server_cpu_pct\":$cpu_pct,\"ws_writes\":$writes,\"ws_frames\":$frames,\"deliveries\":$deliveries}" \
         >"$STATE/$(printf %02d "$RUN_NO")-$name.meta"
     ((rc == 0)) || log "$name: exit status $rc (see the table below)"
     cat "$STATE/$name.out"
@@ -199,6 +226,13 @@ for meta_path in sorted(glob.glob(os.path.join(state, "*.meta"))):
     res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"],
                             "steady": meta.get("rss_steady_kb", meta["rss_peak_kb"])}
     res["server_cpu_pct"] = meta.get("server_cpu_pct")
+    # The broadcast node's writes over the scenario: frames per writev (a
+    # frame is a room's block of comments) and comments per writev.
+    writes = meta.get("ws_writes") or 0
+    res["server_writes"] = {"writes": writes, "frames": meta.get("ws_frames", 0),
+                            "deliveries": meta.get("deliveries", 0),
+                            "frames_per_write": meta.get("ws_frames", 0) / writes if writes else None,
+                            "comments_per_write": meta.get("deliveries", 0) / writes if writes else None}
     runs.append(res)
 bench = {"tool": "danmaku-bench", "server_cpus": server_cpus, "generator_cpus": gen_cpus,
          "kafka": kafka, "runs": runs}
@@ -211,7 +245,7 @@ def ms(us):
 print(f"\nbenchmark  servers on CPU {server_cpus}, generator on CPU {gen_cpus}, Kafka {kafka}")
 print(f"{'scenario':<12} {'viewers':>7} {'deliv/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
       f"{'max ms':>7} {'lost':>6} {'dup':>4} {'ooo':>4} {'gen cpu':>7} {'bc cpu':>6} "
-      f"{'KB/conn':>8}  verdict")
+      f"{'KB/conn':>8} {'cmt/wr':>6}  verdict")
 for r in runs:
     s = r.get("summary")
     if s is None:
@@ -222,13 +256,16 @@ for r in runs:
     conns = s.get("connections_ok") or 0
     per = (rss["steady"] - rss["before"]) / conns if conns else 0
     verdict = "PASS" if r["slo"]["passed"] else "FAIL: " + "; ".join(r["slo"]["failures"])
+    cpw = r["server_writes"]["comments_per_write"]
+    cpw = f"{cpw:.1f}" if cpw else "-"
     print(f"{r['name']:<12} {s['viewers']:>7} {s['deliveries_per_s']:>10,.0f} "
           f"{ms(lat.get('p50')):>7} {ms(lat.get('p99')):>7} {ms(lat.get('max')):>7} "
           f"{s['lost']:>6} {s['duplicated']:>4} {s['out_of_order']:>4} "
           f"{s['generator_cpu_pct']:>6.0f}% {r.get('server_cpu_pct') or 0:>5.0f}% "
-          f"{per:>8.2f}  {verdict}")
+          f"{per:>8.2f} {cpw:>6}  {verdict}")
 print("gen cpu: the load generator (100% = its core saturated: figures are a lower bound);"
-      " bc cpu: the broadcast node over the whole run, connect and drain included")
+      " bc cpu: the broadcast node over the whole run, connect and drain included;"
+      " cmt/wr: comments per writev to a viewer (frames per write in the JSON)")
 print(f"\nresults: {base}.json, {base}.html (and one file pair per scenario)")
 PY
 if "$BIN/danmaku-loadtest" --render-html "$BASE.json" "$BASE.html" 2>/dev/null; then

@@ -12,26 +12,32 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/blocklist.h"
 #include "common/check.h"
 #include "common/config.h"
 #include "common/hash.h"
 #include "common/history.h"
 #include "common/jwt.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proto.h"
 #include "server/idempotency.h"
 #include "server/ingest.h"
 #include "server/producer.h"
+#include "server/ratelimit.h"
 #include "server/request.h"
 #include "server/store.h"
 
 #define HISTORY_DEFAULT_LIMIT 50
 
-/* A comment or retract on its way to Kafka (through the idempotency check
- * first when the request has a key). */
+/* A comment or retract on its way to Kafka: through the idempotency claim
+ * when the request has a key (so a retry is answered before it could count
+ * as a duplicate), then the rate limiter (comments), then the producer. */
 struct publish {
     struct dm_request r;
     bool retract;
+    bool exempt; /* moderator or admin: no rate limits */
+    char *text;  /* the comment's text, for unique-chat; owned */
     char room[DM_ROOM_MAX + 1];
     char id[DM_ID_LEN + 1]; /* the comment's, or the one retracted */
     int64_t ts;
@@ -47,6 +53,7 @@ struct publish {
 static void publish_free(struct publish *p)
 {
     free(p->value);
+    free(p->text);
     free(p);
 }
 
@@ -101,6 +108,62 @@ static void publish(struct publish *p)
     dm_request_wait(&p->r);
 }
 
+/* The answer to a refusal by the rate limiter. */
+static void refuse(const struct publish *p, const struct dm_ratelimit_result *res)
+{
+    switch (res->verdict) {
+    case DM_RATELIMIT_USER_RATE:
+        dm_request_retry_later(&p->r, 429, res->retry_after_ms, "rate_limited",
+                               "too many comments from this user; retry later");
+        break;
+    case DM_RATELIMIT_ROOM_RATE:
+        dm_request_retry_later(&p->r, 429, res->retry_after_ms, "rate_limited",
+                               "too many comments in this room; retry later");
+        break;
+    case DM_RATELIMIT_SLOW_MODE:
+        dm_request_retry_later(&p->r, 429, res->retry_after_ms, "slow_mode",
+                               "this room is in slow mode; retry later");
+        break;
+    case DM_RATELIMIT_DUPLICATE:
+        dm_request_retry_later(&p->r, 429, res->retry_after_ms, "duplicate",
+                               "the same comment was just sent to this room");
+        break;
+    case DM_RATELIMIT_MUTED:
+        dm_request_error(&p->r, 403, "muted", "you are muted in this room");
+        break;
+    default:
+        DM_PANIC("refusing an admitted comment");
+    }
+}
+
+static void on_limited(const struct dm_ratelimit_result *res, void *arg)
+{
+    struct publish *p = arg;
+    struct dm_ingest *in = p->r.in;
+
+    dm_request_done(&p->r);
+    if (res->verdict == DM_RATELIMIT_ADMIT) {
+        publish(p);
+        return;
+    }
+    if (p->idem)
+        dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+    refuse(p, res);
+    publish_free(p);
+}
+
+/* Comments go through the rate limiter; retracts (moderators only) do not. */
+static void admit(struct publish *p)
+{
+    if (p->retract || p->exempt) {
+        publish(p);
+        return;
+    }
+    struct dm_ratelimit_req req = {p->room, p->uid, p->text, strlen(p->text), false};
+    dm_request_wait(&p->r);
+    dm_ratelimit_check(p->r.in->ratelimit, &req, on_limited, p);
+}
+
 static void on_idem(enum dm_idem_state state, const char *body, size_t len, void *arg)
 {
     struct publish *p = arg;
@@ -108,7 +171,7 @@ static void on_idem(enum dm_idem_state state, const char *body, size_t len, void
     dm_request_done(&p->r);
     switch (state) {
     case DM_IDEM_NEW:
-        publish(p);
+        admit(p);
         return;
     case DM_IDEM_REPLAY:
         dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
@@ -138,12 +201,13 @@ static void publish_once(struct publish *p, const struct dm_jwt_claims *claims, 
     struct dm_ingest *in = p->r.in;
     const char *key = dm_request_header(&p->r, "Idempotency-Key");
 
+    snprintf(p->uid, sizeof(p->uid), "%s", claims->sub);
+    p->exempt = claims->role == DM_ROLE_MODERATOR || claims->role == DM_ROLE_ADMIN;
     if (key == NULL) {
-        publish(p);
+        admit(p);
         return;
     }
     p->idem = true;
-    snprintf(p->uid, sizeof(p->uid), "%s", claims->sub);
     snprintf(p->key, sizeof(p->key), "%s", key);
     p->fp = dm_idem_fingerprint(p->room, fp_body, fp_len);
     dm_request_wait(&p->r);
@@ -162,6 +226,25 @@ static bool idem_header_ok(const struct dm_request *r)
     dm_request_error(r, 400, "invalid_idempotency_key",
                      "Idempotency-Key must be 1..128 printable ASCII characters");
     return false;
+}
+
+/* Blocked words: refuses the comment (answering 400 itself, false) or
+ * masks them in c->text, per blocked_words_action. */
+static bool filter_blocked(const struct dm_request *r, struct dm_comment *c)
+{
+    struct dm_ingest *in = r->in;
+    size_t len = strlen(c->text), newlen;
+
+    if (!in->mask_blocked) {
+        if (!dm_blocklist_match(in->blocked, c->text, len))
+            return true;
+        dm_metrics_inc(in->m, DM_M_COMMENTS_BLOCKED, 1);
+        dm_request_error(r, 400, "blocked", "the text contains a blocked word");
+        return false;
+    }
+    if (dm_blocklist_mask(in->blocked, c->text, len, c->text, len + 1, &newlen) > 0)
+        dm_metrics_inc(in->m, DM_M_COMMENTS_MASKED, 1);
+    return true;
 }
 
 void dm_comments_post(const struct dm_request *r, const char *room)
@@ -196,6 +279,8 @@ void dm_comments_post(const struct dm_request *r, const char *room)
     }
     if (!idem_header_ok(r))
         goto out_comment;
+    if (in->blocked != NULL && !filter_blocked(r, &c))
+        goto out_comment;
 
     c.ts = dm_now_ms();
     dm_comment_new_id(&c, c.ts);
@@ -210,6 +295,7 @@ void dm_comments_post(const struct dm_request *r, const char *room)
     memcpy(p->room, c.room, sizeof(p->room));
     p->ts = c.ts;
     p->value = dm_comment_encode(&c, &p->vlen);
+    p->text = dm_strdup(c.text);
     publish_once(p, &claims, raw, blen);
 out_comment:
     dm_comment_fini(&c);

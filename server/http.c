@@ -23,6 +23,7 @@
 #include "common/proto.h"
 #include "server/comments.h"
 #include "server/ingest.h"
+#include "server/moderation.h"
 #include "server/producer.h"
 #include "server/request.h"
 #include "server/store.h"
@@ -189,6 +190,27 @@ static bool route_room(const struct dm_request *r, enum evhttp_cmd_type method,
             dm_comments_history(r, rp->room);
         else
             dm_comments_post(r, rp->room);
+    } else if (is(rp, "mutes", false)) {
+        if (method != EVHTTP_REQ_POST)
+            not_allowed(r);
+        else if (!rp->room_ok)
+            return false;
+        else
+            dm_moderation_mute(r, rp->room);
+    } else if (is(rp, "mutes", true)) {
+        if (method != EVHTTP_REQ_DELETE)
+            not_allowed(r);
+        else if (!rp->room_ok)
+            return false;
+        else
+            dm_moderation_unmute(r, rp->room, rp->arg);
+    } else if (is(rp, "modes", false)) {
+        if (method != EVHTTP_REQ_PUT)
+            not_allowed(r);
+        else if (!rp->room_ok)
+            return false;
+        else
+            dm_moderation_set_modes(r, rp->room);
     } else if (is(rp, "danmaku", true)) {
         if (method != EVHTTP_REQ_DELETE)
             not_allowed(r);
@@ -224,7 +246,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     add_cors(h, req);
     if (method == EVHTTP_REQ_OPTIONS) {
-        dm_request_add_header(&r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        dm_request_add_header(&r, "Access-Control-Allow-Methods",
+                              "GET, POST, PUT, DELETE, OPTIONS");
         dm_request_add_header(&r, "Access-Control-Allow-Headers",
                               "Authorization, Content-Type, Idempotency-Key");
         dm_request_add_header(&r, "Access-Control-Max-Age", "600");

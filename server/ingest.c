@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "server/http.h"
 #include "server/producer.h"
+#include "server/ratelimit.h"
 #include "server/store.h"
 
 /* How long the answers of a stopping node get to reach their sockets. */
@@ -24,6 +25,22 @@
 /* This worker's share of the figures its clients keep themselves. */
 static void update_metrics(struct dm_ingest *in)
 {
+    static const enum dm_metric verdicts[DM_RATELIMIT_NVERDICTS] = {
+        [DM_RATELIMIT_ADMIT] = DM_M_RATELIMIT_ADMIT,
+        [DM_RATELIMIT_USER_RATE] = DM_M_RATELIMIT_USER_RATE,
+        [DM_RATELIMIT_ROOM_RATE] = DM_M_RATELIMIT_ROOM_RATE,
+        [DM_RATELIMIT_SLOW_MODE] = DM_M_RATELIMIT_SLOW_MODE,
+        [DM_RATELIMIT_DUPLICATE] = DM_M_RATELIMIT_DUPLICATE,
+        [DM_RATELIMIT_MUTED] = DM_M_RATELIMIT_MUTED,
+    };
+    for (int v = 0; v < DM_RATELIMIT_NVERDICTS; v++) {
+        unsigned long n = dm_ratelimit_decisions(in->ratelimit, (enum dm_ratelimit_verdict)v);
+        dm_metrics_inc(in->m, verdicts[v], n - in->ratelimit_seen[v]);
+        in->ratelimit_seen[v] = n;
+    }
+    unsigned long fallbacks = dm_ratelimit_fallbacks(in->ratelimit);
+    dm_metrics_inc(in->m, DM_M_RATELIMIT_FALLBACK, fallbacks - in->fallbacks_seen);
+    in->fallbacks_seen = fallbacks;
     unsigned long redis_errors = dm_store_redis_errors(in->store);
     dm_metrics_inc(in->m, DM_M_REDIS_ERRORS, redis_errors - in->redis_errors_seen);
     in->redis_errors_seen = redis_errors;
@@ -39,8 +56,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config *cfg,
-                                const char *node, const struct dm_jwt_verifier *verifier,
-                                struct dm_metrics *metrics, int listen_fd, char err[DM_ERRLEN])
+                                const char *node, const struct dm_ingest_shared *shared,
+                                int listen_fd, char err[DM_ERRLEN])
 {
     struct dm_ingest *in = dm_calloc(1, sizeof(*in));
     struct timeval second = {1, 0};
@@ -48,15 +65,18 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
     in->base = base;
     in->cfg = cfg;
     in->node = node;
-    in->verifier = verifier;
-    in->metrics = metrics;
-    in->m = dm_metrics_shard_new(metrics);
+    in->verifier = shared->verifier;
+    in->metrics = shared->metrics;
+    in->blocked = shared->blocked;
+    in->mask_blocked = shared->mask_blocked;
+    in->m = dm_metrics_shard_new(in->metrics);
     in->producer = dm_producer_new(base, cfg, in->m, err);
     if (in->producer == NULL) {
         close(listen_fd);
         goto fail;
     }
     in->store = dm_store_new(base, cfg);
+    in->ratelimit = dm_ratelimit_new(dm_store_redis(in->store), cfg);
     in->http = dm_http_new(in, listen_fd, err);
     if (in->http == NULL)
         goto fail;
@@ -116,7 +136,9 @@ void dm_ingest_free(struct dm_ingest *in)
     /* Redis and Kafka go first, while the HTTP server exists: their last
      * callbacks answer the requests still waiting (503), and one more
      * loop run writes those answers out before the server is freed. */
+    /* The limiter's Redis calls are answered (NULL) by the store's free. */
     dm_store_free(in->store);
+    dm_ratelimit_free(in->ratelimit);
     in->store = NULL;
     dm_producer_free(in->producer);
     in->producer = NULL;

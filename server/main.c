@@ -1,16 +1,19 @@
 /* danmaku-ingest: argv -> config -> verifier and listeners -> worker
  * threads -> wait for a signal -> drain -> teardown. */
 #include <stdio.h>
+#include <string.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 
 #include "common/auth.h"
+#include "common/blocklist.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/net.h"
 #include "common/process.h"
+#include "server/ingest.h"
 #include "server/worker.h"
 
 int main(int argc, char **argv)
@@ -18,7 +21,8 @@ int main(int argc, char **argv)
     struct dm_process proc;
     struct dm_ingest_worker *workers[DM_MAX_WORKERS] = {0};
     struct dm_jwt_verifier *verifier = NULL;
-    struct dm_metrics *metrics = NULL;
+    struct dm_blocklist *blocked = NULL;
+    struct dm_ingest_shared shared = {0};
     char err[DM_ERRLEN];
     int n = 0, port = 0, status = 1;
 
@@ -31,7 +35,23 @@ int main(int argc, char **argv)
     verifier = dm_auth_verifier_new(cfg, err);
     if (verifier == NULL)
         goto fail;
-    metrics = dm_metrics_new(DM_METRICS_I);
+    if (strcmp(cfg->blocked_words_action, "reject") != 0 &&
+        strcmp(cfg->blocked_words_action, "mask") != 0) {
+        snprintf(err, DM_ERRLEN, "blocked_words_action must be reject or mask, not %.40s",
+                 cfg->blocked_words_action);
+        goto fail;
+    }
+    if (*cfg->blocked_words_file != '\0') {
+        blocked = dm_blocklist_load(cfg->blocked_words_file, err);
+        if (blocked == NULL)
+            goto fail;
+        DM_LOG(DM_LOG_INFO, "msg=\"blocked words loaded\" entries=%zu action=%s",
+               dm_blocklist_count(blocked), cfg->blocked_words_action);
+    }
+    shared.verifier = verifier;
+    shared.metrics = dm_metrics_new(DM_METRICS_I);
+    shared.blocked = blocked;
+    shared.mask_blocked = strcmp(cfg->blocked_words_action, "mask") == 0;
     n = dm_process_worker_count(cfg);
     for (int k = 0; k < n; k++) {
         /* The first listener picks the port (0: any free one); the others
@@ -47,7 +67,7 @@ int main(int argc, char **argv)
             snprintf(node, sizeof(node), "%s", proc.node);
         else
             snprintf(node, sizeof(node), "%s-w%d", proc.node, k);
-        workers[k] = dm_ingest_worker_start(cfg, node, verifier, metrics, fd, err);
+        workers[k] = dm_ingest_worker_start(cfg, node, &shared, fd, err);
         if (workers[k] == NULL)
             goto fail;
     }
@@ -71,7 +91,8 @@ out:
     }
     for (int k = 0; k < n; k++)
         dm_ingest_worker_join(workers[k]);
-    dm_metrics_free(metrics);
+    dm_metrics_free(shared.metrics);
+    dm_blocklist_free(blocked);
     dm_jwt_verifier_free(verifier);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
     dm_process_fini(&proc);

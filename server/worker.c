@@ -40,9 +40,8 @@ static void *run(void *arg)
 }
 
 struct dm_ingest_worker *dm_ingest_worker_start(const struct dm_config *cfg, const char *node,
-                                                const struct dm_jwt_verifier *verifier,
-                                                struct dm_metrics *metrics, int listen_fd,
-                                                char err[DM_ERRLEN])
+                                                const struct dm_ingest_shared *shared,
+                                                int listen_fd, char err[DM_ERRLEN])
 {
     struct dm_ingest_worker *w = dm_calloc(1, sizeof(*w));
 
@@ -54,7 +53,7 @@ struct dm_ingest_worker *dm_ingest_worker_start(const struct dm_config *cfg, con
         snprintf(err, DM_ERRLEN, "cannot create the worker's event loop");
         goto fail;
     }
-    w->in = dm_ingest_new(w->base, cfg, w->node, verifier, metrics, listen_fd, err);
+    w->in = dm_ingest_new(w->base, cfg, w->node, shared, listen_fd, err);
     if (w->in == NULL)
         goto fail;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {

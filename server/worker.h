@@ -8,18 +8,16 @@
 #include "common/util.h"
 
 struct dm_config;
-struct dm_jwt_verifier;
-struct dm_metrics;
+struct dm_ingest_shared;
 struct dm_ingest_worker;
 
 /* Builds the worker on the calling thread (so start-up errors come back
- * here) and starts its thread. cfg, verifier and metrics are borrowed;
- * listen_fd is taken over; node is copied. libevent's thread support must
- * be on. NULL with err. */
+ * here) and starts its thread. cfg and shared are borrowed; listen_fd is
+ * taken over; node is copied. libevent's thread support must be on. NULL
+ * with err. */
 struct dm_ingest_worker *dm_ingest_worker_start(const struct dm_config *cfg, const char *node,
-                                                const struct dm_jwt_verifier *verifier,
-                                                struct dm_metrics *metrics, int listen_fd,
-                                                char err[DM_ERRLEN]);
+                                                const struct dm_ingest_shared *shared,
+                                                int listen_fd, char err[DM_ERRLEN]);
 
 /* Asks the worker, from any thread, to stop: it answers new requests 503,
  * gives the waiting ones their real answer (within drain_ms), and ends. */

@@ -122,12 +122,20 @@ class Node:
         assert code == 0, f"exit status {code}:\n" + log[-3000:]
 
 
+# Rate limits far above what the tests post (a test user posts many
+# comments at once), so every comment still goes through the limiter's
+# script; test_ratelimit*.py set real ones.
+GENEROUS_LIMITS = ["--ratelimit-user-rate", "100000", "--ratelimit-user-burst", "100000",
+                   "--ratelimit-room-rate", "100000", "--ratelimit-room-burst", "100000"]
+
+
 def start_ingest(*extra, brokers=None):
     """Later flags win, so extra can override any of these."""
     return Node("danmaku-ingest",
                 ["--kafka-brokers", brokers or kafka_bootstrap(), "--kafka-topic", topic(),
                  "--kafka-partitions", str(partitions()), "--jwt-key-file", SECRET_FILE,
-                 "--redis-port", redis_port(), "--redis-prefix", REDIS_PREFIX] + list(extra),
+                 "--redis-port", redis_port(), "--redis-prefix", REDIS_PREFIX] +
+                GENEROUS_LIMITS + list(extra),
                 "--http-port")
 
 

@@ -456,12 +456,14 @@ static void test_labels_and_counters(void)
     ok(dm_metrics_value(m, DM_M_WS_CLOSED_SLOW_CONSUMER) == 4, "dm_metrics_value of a counter");
     free(text);
 
-    static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 413, 415, 429, 503};
+    static const int codes[] = {200, 201, 204, 400, 401, 403, 404,
+                                405, 409, 413, 415, 422, 429, 503};
     static const enum dm_metric ids[] = {
         DM_M_HTTP_REQUESTS_200, DM_M_HTTP_REQUESTS_201, DM_M_HTTP_REQUESTS_204,
         DM_M_HTTP_REQUESTS_400, DM_M_HTTP_REQUESTS_401, DM_M_HTTP_REQUESTS_403,
-        DM_M_HTTP_REQUESTS_404, DM_M_HTTP_REQUESTS_405, DM_M_HTTP_REQUESTS_413,
-        DM_M_HTTP_REQUESTS_415, DM_M_HTTP_REQUESTS_429, DM_M_HTTP_REQUESTS_503};
+        DM_M_HTTP_REQUESTS_404, DM_M_HTTP_REQUESTS_405, DM_M_HTTP_REQUESTS_409,
+        DM_M_HTTP_REQUESTS_413, DM_M_HTTP_REQUESTS_415, DM_M_HTTP_REQUESTS_422,
+        DM_M_HTTP_REQUESTS_429, DM_M_HTTP_REQUESTS_503};
     bool all = true;
     for (size_t i = 0; i < DM_ARRAY_LEN(codes); i++)
         all = all && dm_metrics_http_status(codes[i]) == ids[i];
