@@ -27,11 +27,16 @@ _Static_assert(sizeof(once_flag) == sizeof(pthread_once_t), "once_flag is a pthr
 static int status_of(int err)
 {
     switch (err) {
-    case 0: return thrd_success;
-    case ENOMEM: return thrd_nomem;
-    case ETIMEDOUT: return thrd_timedout;
-    case EBUSY: return thrd_busy;
-    default: return thrd_error;
+    case 0:
+        return thrd_success;
+    case ENOMEM:
+        return thrd_nomem;
+    case ETIMEDOUT:
+        return thrd_timedout;
+    case EBUSY:
+        return thrd_busy;
+    default:
+        return thrd_error;
     }
 }
 
