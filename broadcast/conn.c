@@ -689,14 +689,14 @@ static size_t read_frames(struct dm_conn *c, size_t off)
 
 /* ---- handshake ---- */
 
-static void send_http(struct dm_conn *c, int status, const char *status_text, const char *ctype,
-                      const char *body, size_t len)
+static void send_http(struct dm_conn *c, int status, const char *ctype, const char *body,
+                      size_t len)
 {
     char head[256];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                     status, status_text, ctype, len);
+                     status, dm_http_reason(status), ctype, len);
     DM_ASSERT(n > 0 && (size_t)n < sizeof(head));
     send_bytes(c, head, (size_t)n);
     send_bytes(c, body, len);
@@ -709,25 +709,25 @@ static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
     static const char not_found[] = "{\"error\":\"not_found\",\"message\":\"no such resource\"}";
 
     if (strcmp(req->path, "/healthz") == 0) {
-        send_http(c, 200, "OK", "application/json", ok, sizeof(ok) - 1);
+        send_http(c, 200, "application/json", ok, sizeof(ok) - 1);
     } else if (strcmp(req->path, "/readyz") == 0) {
         bool ready;
         size_t len;
         char *json = dm_bcast_readiness(c->b, &ready, &len);
         if (ready)
-            send_http(c, 200, "OK", "application/json", json, len);
+            send_http(c, 200, "application/json", json, len);
         else
-            send_http(c, 503, "Service Unavailable", "application/json", json, len);
+            send_http(c, 503, "application/json", json, len);
         free(json);
     } else if (strcmp(req->path, "/metrics") == 0) {
         size_t len;
         char *text = dm_bcast_metrics(c->b, &len);
-        send_http(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+        send_http(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
         free(text);
     } else if (strcmp(req->path, "/") == 0)
-        send_http(c, 200, "OK", "text/html; charset=utf-8", dm_demo_page, dm_demo_page_len);
+        send_http(c, 200, "text/html; charset=utf-8", dm_demo_page, dm_demo_page_len);
     else
-        send_http(c, 404, "Not Found", "application/json", not_found, sizeof(not_found) - 1);
+        send_http(c, 404, "application/json", not_found, sizeof(not_found) - 1);
 }
 
 /* allowed: comma list of exact Origin values; empty allows any (and a

@@ -9,7 +9,6 @@
 #include "broadcast/worker.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/net.h"
 #include "common/process.h"
 
 /* How long SIGTERM waits for viewers to take their `reconnect` and for Redis
@@ -33,31 +32,20 @@ int main(int argc, char **argv)
     n = dm_process_worker_count(cfg);
     metrics = dm_metrics_new(DM_METRICS_B);
 
+    port = (int)cfg->ws_port;
     for (int k = 0; k < n; k++) {
-        /* The first listener picks the port (0: any free one); the others
-         * share it, and the kernel spreads connections over all of them. */
-        int fd =
-            dm_net_listen(cfg->listen_host, k == 0 ? (int)cfg->ws_port : port, 4096, true, err);
+        char node[300];
+        int fd = dm_process_listen(&proc, k, n, &port, 4096, node, sizeof(node), err);
         if (fd < 0)
             goto fail;
-        if (k == 0)
-            port = dm_net_bound_port(fd);
-        char node[300];
-        if (n == 1)
-            snprintf(node, sizeof(node), "%s", proc.node);
-        else
-            snprintf(node, sizeof(node), "%s-w%d", proc.node, k);
         size_t share = (size_t)cfg->max_connections / (size_t)n +
                        ((size_t)k < (size_t)cfg->max_connections % (size_t)n);
         workers[k] = dm_worker_start(cfg, node, metrics, fd, share, err);
         if (workers[k] == NULL)
             goto fail;
     }
-    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d workers=%d", cfg->listen_host, port, n);
-    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+    if (dm_process_ready(&proc, port, n, err) < 0)
         goto fail;
-    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg->kafka_brokers,
-           cfg->kafka_topic, (long long)cfg->kafka_partitions);
     event_base_dispatch(proc.base); /* until SIGTERM or SIGINT */
     status = 0;
     goto out;

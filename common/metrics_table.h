@@ -118,6 +118,24 @@ DM_METRIC(HTTP_REQUESTS_503, COUNTER, http_requests, "code=\"503\"", I,
           "Ingest HTTP requests, by status code")
 DM_METRIC(HTTP_REQUESTS_OTHER, COUNTER, http_requests, "code=\"other\"", I,
           "Ingest HTTP requests, by status code")
+DM_METRIC(HTTP_ROUTE_POST, COUNTER, http_requests_by_route, "route=\"post\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_RETRACT, COUNTER, http_requests_by_route, "route=\"retract\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_HISTORY, COUNTER, http_requests_by_route, "route=\"history\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_ROOM, COUNTER, http_requests_by_route, "route=\"room\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_MUTES, COUNTER, http_requests_by_route, "route=\"mutes\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_MODES, COUNTER, http_requests_by_route, "route=\"modes\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_HEALTH, COUNTER, http_requests_by_route, "route=\"health\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_METRICS, COUNTER, http_requests_by_route, "route=\"metrics\"", I,
+          "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_ROUTE_OTHER, COUNTER, http_requests_by_route, "route=\"other\"", I,
+          "Ingest HTTP requests answered, by route")
 DM_METRIC(HTTP_REQUEST_LATENCY, HISTOGRAM, http_request_duration_seconds, "", I,
           "Time from an HTTP request's arrival to its answer")
 

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/net.h"
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -27,6 +28,33 @@ int dm_process_worker_count(const struct dm_config *cfg)
         n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
                                                          : sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > DM_MAX_WORKERS ? DM_MAX_WORKERS : (int)n;
+}
+
+int dm_process_listen(const struct dm_process *p, int k, int n, int *port, int backlog, char *name,
+                      size_t name_size, char err[DM_ERRLEN])
+{
+    int fd = dm_net_listen(p->cfg.listen_host, *port, backlog, true, err);
+    if (fd < 0)
+        return -1;
+    if (k == 0)
+        *port = dm_net_bound_port(fd);
+    if (n == 1)
+        snprintf(name, name_size, "%s", p->node);
+    else
+        snprintf(name, name_size, "%s-w%d", p->node, k);
+    return fd;
+}
+
+int dm_process_ready(const struct dm_process *p, int port, int n, char err[DM_ERRLEN])
+{
+    const struct dm_config *cfg = &p->cfg;
+
+    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d workers=%d", cfg->listen_host, port, n);
+    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+        return -1;
+    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg->kafka_brokers,
+           cfg->kafka_topic, (long long)cfg->kafka_partitions);
+    return 0;
 }
 
 int dm_process_init(struct dm_process *p, unsigned scope, const char *prog, int argc, char **argv)

@@ -595,9 +595,15 @@ int dm_ws_response(char *out, size_t outlen, const char *accept_key, const char 
     return print_result(n, outlen);
 }
 
-static const char *status_text(int status)
+const char *dm_http_reason(int status)
 {
     switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
     case 400:
         return "Bad Request";
     case 401:
@@ -608,8 +614,16 @@ static const char *status_text(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
     case 414:
         return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
     case 426:
         return "Upgrade Required";
     case 429:
@@ -629,7 +643,7 @@ static const char *status_text(int status)
 
 int dm_ws_reject_response(char *out, size_t outlen, int status, const char *reason)
 {
-    const char *text = status_text(status);
+    const char *text = dm_http_reason(status);
     const char *extra = "Connection: close\r\n";
     int n;
 

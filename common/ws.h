@@ -130,6 +130,10 @@ bool dm_ws_protocol_offered(const char *list, const char *name);
  * length without the NUL, or -1 when outlen is too small. */
 int dm_ws_response(char *out, size_t outlen, const char *accept_key, const char *subprotocol);
 
+/* The reason phrase of an HTTP status code, for the answers both nodes
+ * write ("Error" for a code without one here). */
+const char *dm_http_reason(int status);
+
 /* Writes a complete refusal (status line, Connection: close, a text/plain
  * body of `reason`) into out[0..outlen) with a NUL. Adds
  * "Sec-WebSocket-Version: 13" for 426 and "Allow: GET" for 405, so

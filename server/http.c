@@ -155,73 +155,98 @@ static bool parse_room_path(const char *path, struct room_path *rp)
     return true;
 }
 
-static bool is(const struct room_path *rp, const char *resource, bool with_arg)
-{
-    return rp->resource_len == strlen(resource) &&
-           strncmp(rp->resource, resource, rp->resource_len) == 0 &&
-           (with_arg ? rp->arg != NULL && *rp->arg != '\0' && strchr(rp->arg, '/') == NULL
-                     : rp->arg == NULL);
-}
-
 static void not_allowed(const struct dm_request *r)
 {
     dm_request_error(r, 405, "method_not_allowed", "method not allowed on this resource");
 }
 
-/* The routes under /v1/rooms/{room}. Returns false for an unknown path. */
-static bool route_room(const struct dm_request *r, enum evhttp_cmd_type method,
+/* Handlers under /v1/rooms/{room}, one signature: arg is the path segment
+ * after the resource (NULL when the route has none). */
+typedef void (*room_handler)(const struct dm_request *r, const char *room, const char *arg);
+
+static void room_info(const struct dm_request *r, const char *room, const char *arg)
+{
+    DM_UNUSED(arg);
+    get_room(r, room);
+}
+
+static void history(const struct dm_request *r, const char *room, const char *arg)
+{
+    DM_UNUSED(arg);
+    dm_comments_history(r, room);
+}
+
+static void post(const struct dm_request *r, const char *room, const char *arg)
+{
+    DM_UNUSED(arg);
+    dm_comments_post(r, room);
+}
+
+static void mute(const struct dm_request *r, const char *room, const char *arg)
+{
+    DM_UNUSED(arg);
+    dm_moderation_mute(r, room);
+}
+
+static void set_modes(const struct dm_request *r, const char *room, const char *arg)
+{
+    DM_UNUSED(arg);
+    dm_moderation_set_modes(r, room);
+}
+
+#define M_GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+
+/* The routes under /v1/rooms/{room}: resource, whether a further segment
+ * follows it, the methods (HEAD with GET) and handler of each. */
+static const struct room_route {
+    const char *resource;
+    bool with_arg;
+    unsigned methods;
+    enum dm_route route;
+    room_handler fn;
+} room_routes[] = {
+    {"", false, M_GET, DM_ROUTE_ROOM, room_info},
+    {"danmaku", false, M_GET, DM_ROUTE_HISTORY, history},
+    {"danmaku", false, EVHTTP_REQ_POST, DM_ROUTE_POST, post},
+    {"danmaku", true, EVHTTP_REQ_DELETE, DM_ROUTE_RETRACT, dm_comments_retract},
+    {"mutes", false, EVHTTP_REQ_POST, DM_ROUTE_MUTES, mute},
+    {"mutes", true, EVHTTP_REQ_DELETE, DM_ROUTE_MUTES, dm_moderation_unmute},
+    {"modes", false, EVHTTP_REQ_PUT, DM_ROUTE_MODES, set_modes},
+};
+
+static bool is(const struct room_path *rp, const struct room_route *route)
+{
+    return rp->resource_len == strlen(route->resource) &&
+           strncmp(rp->resource, route->resource, rp->resource_len) == 0 &&
+           (route->with_arg ? rp->arg != NULL && *rp->arg != '\0' && strchr(rp->arg, '/') == NULL
+                            : rp->arg == NULL);
+}
+
+/* Answers a request under /v1/rooms/{room}: 404 for an unknown resource,
+ * 405 for a known one with another method, 400 for an invalid room. */
+static void route_room(struct dm_request *r, enum evhttp_cmd_type method,
                        const struct room_path *rp)
 {
-    bool get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
+    bool known = false;
 
-    if (is(rp, "", false)) {
-        if (!get)
-            not_allowed(r);
-        else if (rp->room_ok)
-            get_room(r, rp->room);
+    for (size_t i = 0; i < DM_ARRAY_LEN(room_routes); i++) {
+        const struct room_route *route = &room_routes[i];
+        if (!is(rp, route))
+            continue;
+        known = true;
+        if ((route->methods & (unsigned)method) == 0)
+            continue;
+        r->route = route->route;
+        if (!rp->room_ok)
+            dm_request_error(r, 400, "invalid_room", "room must match [A-Za-z0-9_.:-]{1,64}");
         else
-            return false;
-    } else if (is(rp, "danmaku", false)) {
-        if (!get && method != EVHTTP_REQ_POST)
-            not_allowed(r);
-        else if (!rp->room_ok)
-            return false;
-        else if (get)
-            dm_comments_history(r, rp->room);
-        else
-            dm_comments_post(r, rp->room);
-    } else if (is(rp, "mutes", false)) {
-        if (method != EVHTTP_REQ_POST)
-            not_allowed(r);
-        else if (!rp->room_ok)
-            return false;
-        else
-            dm_moderation_mute(r, rp->room);
-    } else if (is(rp, "mutes", true)) {
-        if (method != EVHTTP_REQ_DELETE)
-            not_allowed(r);
-        else if (!rp->room_ok)
-            return false;
-        else
-            dm_moderation_unmute(r, rp->room, rp->arg);
-    } else if (is(rp, "modes", false)) {
-        if (method != EVHTTP_REQ_PUT)
-            not_allowed(r);
-        else if (!rp->room_ok)
-            return false;
-        else
-            dm_moderation_set_modes(r, rp->room);
-    } else if (is(rp, "danmaku", true)) {
-        if (method != EVHTTP_REQ_DELETE)
-            not_allowed(r);
-        else if (!rp->room_ok)
-            return false;
-        else
-            dm_comments_retract(r, rp->room, rp->arg);
-    } else {
-        dm_request_error(r, 404, "not_found", "no such resource");
+            route->fn(r, rp->room, rp->arg);
+        return;
     }
-    return true;
+    if (known)
+        not_allowed(r);
+    else
+        dm_request_error(r, 404, "not_found", "no such resource");
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -230,7 +255,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-    struct dm_request r = {h->in, req, dm_mono_us()};
+    struct dm_request r = {h->in, req, dm_mono_us(), DM_ROUTE_OTHER};
     bool get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
     struct room_path rp;
 
@@ -253,18 +278,19 @@ static void on_request(struct evhttp_request *req, void *arg)
         dm_request_add_header(&r, "Access-Control-Max-Age", "600");
         dm_request_raw(&r, 204, NULL, NULL, 0);
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+        r.route = DM_ROUTE_HEALTH;
         if (get)
             get_health(&r, path[1] == 'h');
         else
             not_allowed(&r);
     } else if (strcmp(path, "/metrics") == 0) {
+        r.route = DM_ROUTE_METRICS;
         if (get)
             get_metrics(&r);
         else
             not_allowed(&r);
     } else if (parse_room_path(path, &rp)) {
-        if (!route_room(&r, method, &rp))
-            dm_request_error(&r, 400, "invalid_room", "room must match [A-Za-z0-9_.:-]{1,64}");
+        route_room(&r, method, &rp);
     } else {
         dm_request_error(&r, 404, "not_found", "no such resource");
     }

@@ -11,7 +11,6 @@
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/net.h"
 #include "common/process.h"
 #include "server/ingest.h"
 #include "server/worker.h"
@@ -53,29 +52,18 @@ int main(int argc, char **argv)
     shared.blocked = blocked;
     shared.mask_blocked = strcmp(cfg->blocked_words_action, "mask") == 0;
     n = dm_process_worker_count(cfg);
+    port = (int)cfg->http_port;
     for (int k = 0; k < n; k++) {
-        /* The first listener picks the port (0: any free one); the others
-         * share it, and the kernel spreads connections over all of them. */
-        int fd =
-            dm_net_listen(cfg->listen_host, k == 0 ? (int)cfg->http_port : port, 1024, true, err);
+        char node[300];
+        int fd = dm_process_listen(&proc, k, n, &port, 1024, node, sizeof(node), err);
         if (fd < 0)
             goto fail;
-        if (k == 0)
-            port = dm_net_bound_port(fd);
-        char node[300];
-        if (n == 1)
-            snprintf(node, sizeof(node), "%s", proc.node);
-        else
-            snprintf(node, sizeof(node), "%s-w%d", proc.node, k);
         workers[k] = dm_ingest_worker_start(cfg, node, &shared, fd, err);
         if (workers[k] == NULL)
             goto fail;
     }
-    DM_LOG(DM_LOG_INFO, "msg=\"listening\" addr=%s port=%d workers=%d", cfg->listen_host, port, n);
-    if (*cfg->port_file != '\0' && dm_net_write_port_file(cfg->port_file, port, err) < 0)
+    if (dm_process_ready(&proc, port, n, err) < 0)
         goto fail;
-    DM_LOG(DM_LOG_INFO, "msg=\"ready\" kafka=%s topic=%s partitions=%lld", cfg->kafka_brokers,
-           cfg->kafka_topic, (long long)cfg->kafka_partitions);
     event_base_dispatch(proc.base); /* until SIGTERM or SIGINT */
     status = 0;
     goto out;

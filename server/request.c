@@ -15,43 +15,8 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/proto.h"
+#include "common/ws.h"
 #include "server/ingest.h"
-
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Payload Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 503:
-        return "Service Unavailable";
-    default:
-        DM_PANIC("an answer status without a reason phrase");
-    }
-}
 
 void dm_request_wait(const struct dm_request *r)
 {
@@ -77,17 +42,25 @@ void dm_request_add_header(const struct dm_request *r, const char *name, const c
 void dm_request_raw(const struct dm_request *r, int status, const char *content_type,
                     const char *body, size_t len)
 {
+    static const enum dm_metric by_route[] = {
+        [DM_ROUTE_OTHER] = DM_M_HTTP_ROUTE_OTHER,     [DM_ROUTE_POST] = DM_M_HTTP_ROUTE_POST,
+        [DM_ROUTE_RETRACT] = DM_M_HTTP_ROUTE_RETRACT, [DM_ROUTE_HISTORY] = DM_M_HTTP_ROUTE_HISTORY,
+        [DM_ROUTE_ROOM] = DM_M_HTTP_ROUTE_ROOM,       [DM_ROUTE_MUTES] = DM_M_HTTP_ROUTE_MUTES,
+        [DM_ROUTE_MODES] = DM_M_HTTP_ROUTE_MODES,     [DM_ROUTE_HEALTH] = DM_M_HTTP_ROUTE_HEALTH,
+        [DM_ROUTE_METRICS] = DM_M_HTTP_ROUTE_METRICS,
+    };
     dm_metrics_inc(r->in->m, dm_metrics_http_status(status), 1);
+    dm_metrics_inc(r->in->m, by_route[r->route], 1);
     dm_metrics_observe(r->in->m, DM_M_HTTP_REQUEST_LATENCY, dm_mono_us() - r->start_us);
     if (body == NULL) {
-        evhttp_send_reply(r->req, status, status_text(status), NULL);
+        evhttp_send_reply(r->req, status, dm_http_reason(status), NULL);
         return;
     }
     struct evbuffer *buf = evbuffer_new();
     DM_AN(buf);
     evbuffer_add(buf, body, len);
     dm_request_add_header(r, "Content-Type", content_type);
-    evhttp_send_reply(r->req, status, status_text(status), buf);
+    evhttp_send_reply(r->req, status, dm_http_reason(status), buf);
     evbuffer_free(buf);
 }
 

@@ -13,11 +13,25 @@ struct evhttp_request;
 struct dm_ingest;
 struct dm_jwt_claims;
 
+/* Which route a request took, for the metrics. */
+enum dm_route {
+    DM_ROUTE_OTHER, /* unknown paths, OPTIONS, refusals before routing */
+    DM_ROUTE_POST,
+    DM_ROUTE_RETRACT,
+    DM_ROUTE_HISTORY,
+    DM_ROUTE_ROOM,
+    DM_ROUTE_MUTES,
+    DM_ROUTE_MODES,
+    DM_ROUTE_HEALTH,
+    DM_ROUTE_METRICS,
+};
+
 /* Embedded in whatever waits for an answer (copied by value). */
 struct dm_request {
     struct dm_ingest *in;       /* borrowed */
     struct evhttp_request *req; /* borrowed: evhttp frees it after the answer */
     int64_t start_us;           /* monotonic */
+    enum dm_route route;        /* set by the router before the handler runs */
 };
 
 /* Marks r as waiting (Kafka or Redis): the node drains until none is. Every

@@ -356,7 +356,9 @@ def test_metrics_count_what_happened(nodes):
     for _ in range(3):
         ws.recv_json()
     ws.close()
-    time.sleep(0.3)
+    # Figures the clients keep themselves (limiter decisions) reach the
+    # registry on each worker's one-second tick.
+    time.sleep(1.2)
     after_i, after_b = scrape(ingest.port), scrape(bcast.port)
 
     def delta(after, before, name):
@@ -365,6 +367,10 @@ def test_metrics_count_what_happened(nodes):
     assert delta(after_i, before_i, 'danmaku_http_requests_total{code="201"}') == 3
     assert delta(after_i, before_i, 'danmaku_http_requests_total{code="400"}') == 1
     assert delta(after_i, before_i, "danmaku_kafka_produced_total") == 3
+    assert delta(after_i, before_i, 'danmaku_http_requests_by_route_total{route="post"}') == 4
+    assert delta(after_i, before_i, 'danmaku_http_requests_by_route_total{route="metrics"}') == 1
+    # Every comment passed the limiter; the generous test limits admit them.
+    assert delta(after_i, before_i, 'danmaku_ratelimit_decisions_total{verdict="admit"}') >= 3
     assert delta(after_b, before_b, "danmaku_deliveries_total") >= 3
     assert delta(after_b, before_b, "danmaku_joins_total") == 1
     assert delta(after_b, before_b, 'danmaku_ws_closed_total{reason="peer_close"}') == 1
