@@ -101,7 +101,8 @@ limits=(--ratelimit-user-rate 1000000 --ratelimit-user-burst 1000000
     --ratelimit-room-rate 1000000 --ratelimit-room-burst 1000000)
 "${PIN_SERVER[@]}" "$BIN/danmaku-ingest" "${common[@]}" "${limits[@]}" --http-port 0 \
     --port-file "$STATE/ingest.port" 2>"$STATE/ingest.log" &
-PIDS+=($!)
+INGEST_PID=$!
+PIDS+=($INGEST_PID)
 "${PIN_SERVER[@]}" "$BIN/danmaku-broadcast" "${common[@]}" --ws-port 0 \
     --port-file "$STATE/broadcast.port" --max-connections 19500 2>"$STATE/broadcast.log" &
 BCAST_PID=$!
@@ -121,6 +122,10 @@ RUN_NO=0
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) a process has used so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# A process's CPU share (100 = one core) from ticks and wall clock.
+pct() {
+    python3 -c "import os,sys; print(round(100*(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')/(float(sys.argv[4])-float(sys.argv[3])),1))" "$@"
+}
 # The broadcast node's write counters: "writes frames deliveries".
 ws_counters() {
     python3 - "$WS" <<'PY'
@@ -151,6 +156,8 @@ run() {
     local before peak=0 rc=0 cpu0 t0 cpu1 t1
     before=$(rss_kb "$BCAST_PID")
     cpu0=$(cpu_ticks "$BCAST_PID")
+    local icpu0 icpu1
+    icpu0=$(cpu_ticks "$INGEST_PID")
     local w0 w1
     w0=$(ws_counters)
     t0=$(date +%s.%N)
@@ -174,15 +181,17 @@ run() {
     steady=$(sort -n "$STATE/$name.rss" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]+0}')
     wait "$lt" || rc=$?
     cpu1=$(cpu_ticks "$BCAST_PID")
+    icpu1=$(cpu_ticks "$INGEST_PID")
     t1=$(date +%s.%N)
     w1=$(ws_counters)
     local writes frames deliveries
     read -r writes frames deliveries < <(paste -d' ' <(tr ' ' '\n' <<<"$w1") <(tr ' ' '\n' <<<"$w0") |
         awk '{printf "%d ", $1 - $2}')
-    local cpu_pct
-    cpu_pct=$(python3 -c "import os,sys; print(round(100*(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK')/(float(sys.argv[4])-float(sys.argv[3])),1))" "$cpu0" "$cpu1" "$t0" "$t1")
+    local cpu_pct ingest_cpu_pct
+    cpu_pct=$(pct "$cpu0" "$cpu1" "$t0" "$t1")
+    ingest_cpu_pct=$(pct "$icpu0" "$icpu1" "$t0" "$t1")
     RUN_NO=$((RUN_NO + 1))
-    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"rss_steady_kb\":$steady,\"server_cpu_pct\":$cpu_pct,\"ws_writes\":$writes,\"ws_frames\":$frames,\"deliveries\":$deliveries}" \
+    echo "{\"name\":\"$name\",\"exit\":$rc,\"rss_before_kb\":$before,\"rss_peak_kb\":$peak,\"rss_steady_kb\":$steady,\"server_cpu_pct\":$cpu_pct,\"ingest_cpu_pct\":$ingest_cpu_pct,\"ws_writes\":$writes,\"ws_frames\":$frames,\"deliveries\":$deliveries}" \
         >"$STATE/$(printf %02d "$RUN_NO")-$name.meta"
     ((rc == 0)) || log "$name: exit status $rc (see the table below)"
     cat "$STATE/$name.out"
@@ -226,6 +235,7 @@ for meta_path in sorted(glob.glob(os.path.join(state, "*.meta"))):
     res["server_rss_kb"] = {"before": meta["rss_before_kb"], "peak": meta["rss_peak_kb"],
                             "steady": meta.get("rss_steady_kb", meta["rss_peak_kb"])}
     res["server_cpu_pct"] = meta.get("server_cpu_pct")
+    res["ingest_cpu_pct"] = meta.get("ingest_cpu_pct")
     # The broadcast node's writes over the scenario: frames per writev (a
     # frame is a room's block of comments) and comments per writev.
     writes = meta.get("ws_writes") or 0
@@ -245,7 +255,7 @@ def ms(us):
 print(f"\nbenchmark  servers on CPU {server_cpus}, generator on CPU {gen_cpus}, Kafka {kafka}")
 print(f"{'scenario':<12} {'viewers':>7} {'deliv/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
       f"{'max ms':>7} {'lost':>6} {'dup':>4} {'ooo':>4} {'gen cpu':>7} {'bc cpu':>6} "
-      f"{'KB/conn':>8} {'cmt/wr':>6}  verdict")
+      f"{'KB/conn':>8} {'cmt/wr':>6} {'in cpu':>6}  verdict")
 for r in runs:
     s = r.get("summary")
     if s is None:
@@ -262,10 +272,11 @@ for r in runs:
           f"{ms(lat.get('p50')):>7} {ms(lat.get('p99')):>7} {ms(lat.get('max')):>7} "
           f"{s['lost']:>6} {s['duplicated']:>4} {s['out_of_order']:>4} "
           f"{s['generator_cpu_pct']:>6.0f}% {r.get('server_cpu_pct') or 0:>5.0f}% "
-          f"{per:>8.2f} {cpw:>6}  {verdict}")
+          f"{per:>8.2f} {cpw:>6} {r.get('ingest_cpu_pct') or 0:>5.0f}%  {verdict}")
 print("gen cpu: the load generator (100% = its core saturated: figures are a lower bound);"
       " bc cpu: the broadcast node over the whole run, connect and drain included;"
-      " cmt/wr: comments per writev to a viewer (frames per write in the JSON)")
+      " cmt/wr: comments per writev to a viewer (frames per write in the JSON);"
+      " in cpu: the ingest node")
 print(f"\nresults: {base}.json, {base}.html (and one file pair per scenario)")
 PY
 if "$BIN/danmaku-loadtest" --render-html "$BASE.json" "$BASE.html" 2>/dev/null; then
