@@ -186,7 +186,7 @@ run() {
     w1=$(ws_counters)
     local writes frames deliveries
     read -r writes frames deliveries < <(paste -d' ' <(tr ' ' '\n' <<<"$w1") <(tr ' ' '\n' <<<"$w0") |
-        awk '{printf "%d ", $1 - $2}')
+        awk '{printf "%d ", $1 - $2} END {print ""}')
     local cpu_pct ingest_cpu_pct
     cpu_pct=$(pct "$cpu0" "$cpu1" "$t0" "$t1")
     ingest_cpu_pct=$(pct "$icpu0" "$icpu1" "$t0" "$t1")
