@@ -62,7 +62,8 @@ static struct dm_redis *redis_of(const struct publish *p)
     return dm_store_redis(p->r.in->store);
 }
 
-static void on_delivered(const char *err, int32_t partition, int64_t offset, void *arg)
+static void on_delivered(const char *err, bool maybe_written, int32_t partition, int64_t offset,
+                         void *arg)
 {
     struct publish *p = arg;
     struct dm_ingest *in = p->r.in;
@@ -70,7 +71,11 @@ static void on_delivered(const char *err, int32_t partition, int64_t offset, voi
 
     dm_request_done(&p->r);
     if (err != NULL) {
-        if (p->idem)
+        /* A retry may publish again only if this attempt wrote nothing. */
+        if (p->idem && maybe_written)
+            dm_idem_unknown(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp,
+                            in->cfg->idempotency_ttl_ms);
+        else if (p->idem)
             dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
         dm_request_unavailable(&p->r, "Kafka did not acknowledge it; retry later");
         publish_free(p);
@@ -180,6 +185,11 @@ static void on_idem(enum dm_idem_state state, const char *body, size_t len, void
     case DM_IDEM_IN_PROGRESS:
         dm_request_retry_later(&p->r, 409, 1000, "in_progress",
                                "a request with this Idempotency-Key is still being processed");
+        break;
+    case DM_IDEM_UNKNOWN:
+        dm_request_error(&p->r, 409, "outcome_unknown",
+                         "an earlier attempt with this Idempotency-Key failed after Kafka may "
+                         "have stored it; it is not published again");
         break;
     case DM_IDEM_MISMATCH:
         dm_request_error(&p->r, 422, "idempotency_mismatch",

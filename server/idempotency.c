@@ -79,8 +79,10 @@ static void on_begin(const struct redisReply *reply, void *arg)
     struct begin *q = arg;
     char pending[MARK_LEN], done[MARK_LEN];
 
+    char unknown[MARK_LEN];
     mark(pending, 'P', q->fp);
     mark(done, 'D', q->fp);
+    mark(unknown, 'U', q->fp);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
         q->cb(DM_IDEM_UNAVAILABLE, NULL, 0, q->arg);
     else if (reply->type == REDIS_REPLY_NIL)
@@ -89,6 +91,8 @@ static void on_begin(const struct redisReply *reply, void *arg)
         q->cb(DM_IDEM_UNAVAILABLE, NULL, 0, q->arg);
     else if (strcmp(reply->str, pending) == 0)
         q->cb(DM_IDEM_IN_PROGRESS, NULL, 0, q->arg);
+    else if (strcmp(reply->str, unknown) == 0)
+        q->cb(DM_IDEM_UNKNOWN, NULL, 0, q->arg);
     else if (reply->len > MARK_LEN && memcmp(reply->str, done, MARK_LEN - 1) == 0 &&
              reply->str[MARK_LEN - 1] == ' ')
         q->cb(DM_IDEM_REPLAY, reply->str + MARK_LEN, reply->len - MARK_LEN, q->arg);
@@ -130,6 +134,18 @@ void dm_idem_finish(struct dm_redis *r, const char *prefix, const char *uid, con
     (void)dm_redis_commandf(r, NULL, NULL, "EVAL %s 1 %s %s %b %lld", finish_script, k, pending,
                             value, n, (long long)ttl_ms);
     free(value);
+}
+
+void dm_idem_unknown(struct dm_redis *r, const char *prefix, const char *uid, const char *key,
+                     uint64_t fp, int64_t ttl_ms)
+{
+    char k[KEY_LEN], pending[MARK_LEN], unknown[MARK_LEN];
+
+    idem_key(k, prefix, uid, key);
+    mark(pending, 'P', fp);
+    mark(unknown, 'U', fp);
+    (void)dm_redis_commandf(r, NULL, NULL, "EVAL %s 1 %s %s %s %lld", finish_script, k, pending,
+                            unknown, (long long)ttl_ms);
 }
 
 void dm_idem_abandon(struct dm_redis *r, const char *prefix, const char *uid, const char *key,

@@ -47,12 +47,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         dm_metrics_inc(p->m, DM_M_KAFKA_PRODUCED, 1);
         p->broker_up = true;
-        d->cb(NULL, m->partition, m->offset, d->arg);
+        d->cb(NULL, false, m->partition, m->offset, d->arg);
     } else {
         dm_metrics_inc(p->m, DM_M_KAFKA_DELIVERY_FAILED, 1);
         DM_LOG(DM_LOG_WARN, "msg=\"delivery failed\" partition=%d err=\"%s\"", m->partition,
                rd_kafka_err2str(m->err));
-        d->cb(rd_kafka_err2str(m->err), m->partition, -1, d->arg);
+        bool maybe = rd_kafka_message_status(m) != RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+        d->cb(rd_kafka_err2str(m->err), maybe, m->partition, -1, d->arg);
     }
     free(d);
 }

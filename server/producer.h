@@ -17,9 +17,11 @@ struct dm_metrics_shard;
 
 /* Called exactly once per accepted send, from the event loop. err is NULL
  * when the record is durably in Kafka at (partition, offset); otherwise a
- * static description and the offset is -1. */
-typedef void (*dm_producer_delivery_cb)(const char *err, int32_t partition, int64_t offset,
-                                        void *arg);
+ * static description and the offset is -1, and maybe_written tells that
+ * the record may be in Kafka all the same (it timed out while the broker
+ * had it: librdkafka's RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED). */
+typedef void (*dm_producer_delivery_cb)(const char *err, bool maybe_written, int32_t partition,
+                                        int64_t offset, void *arg);
 
 /* Creates the producer and registers its events on base (borrowed; must
  * outlive the producer). cfg and the metrics shard m are borrowed likewise.

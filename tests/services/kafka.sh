@@ -8,6 +8,13 @@
 #   kafka.sh start <statedir>   start on free 127.0.0.1 ports, create the topic,
 #                               print "bootstrap=127.0.0.1:<port>" on stdout
 #   kafka.sh stop <statedir>    stop it (always succeeds)
+#   kafka.sh restart <statedir> start a broker that was stopped or killed again,
+#                               on the same ports with the same data (cluster
+#                               id, topic and records kept); prints the same
+#                               "bootstrap=..." line (for fault-injection tests;
+#                               after a SIGKILL it takes ~10 s more: the
+#                               controller first waits out the dead broker's
+#                               session, broker.session.timeout.ms)
 #
 # Environment:
 #   DANMAKU_KAFKA_VERSION        Kafka version (default below; handed to pom.xml)
@@ -46,7 +53,7 @@ STORAGE_MAIN=kafka.tools.StorageTool
 TOPIC_MAIN=org.apache.kafka.tools.TopicCommand
 
 usage() {
-    echo "usage: $0 fetch | classpath | start <statedir> | stop <statedir>" >&2
+    echo "usage: $0 fetch | classpath | start <statedir> | stop <statedir> | restart <statedir>" >&2
     exit 2
 }
 
@@ -198,13 +205,15 @@ launch() {
     echo "$!"
 }
 
-# wait_ready PID PORT: 0 once the broker logged that it started and accepts
-# connections, 1 if the JVM died, 2 on timeout.
+# wait_ready PID PORT [FROM]: 0 once the broker logged that it started (after
+# byte FROM of kafka.log, default 0) and accepts connections, 1 if the JVM
+# died, 2 on timeout.
 wait_ready() {
-    local pid=$1 port=$2 deadline=$((SECONDS + START_TIMEOUT))
+    local pid=$1 port=$2 from=${3:-0} deadline=$((SECONDS + START_TIMEOUT))
     while ((SECONDS < deadline)); do
         svc_alive "$pid" || return 1
-        if grep -q 'Kafka Server started' "$STATE/kafka.log" && svc_port_open "$port"; then
+        if tail -c +"$((from + 1))" -- "$STATE/kafka.log" | grep -q 'Kafka Server started' &&
+            svc_port_open "$port"; then
             return 0
         fi
         sleep 0.2
@@ -290,6 +299,45 @@ stop() {
     return 0
 }
 
+# restart: the broker of an earlier `start` in $STATE, stopped or killed since,
+# runs again with its config (the same ports) and its data.
+restart() {
+    local bport cport pid rc from t0=$SECONDS props=$STATE/kafka/server.properties
+    [[ -f $props && -f $STATE/kafka/data/meta.properties ]] ||
+        svc_die "no broker was started in $STATE (use start)"
+    if [[ -f $STATE/kafka.pid ]] && broker_pid_matches "$(<"$STATE/kafka.pid")"; then
+        svc_die "already running in $STATE (stop it first)"
+    fi
+    bport=$(sed -n -E 's/^listeners=PLAINTEXT:\/\/127\.0\.0\.1:([0-9]+),.*/\1/p' "$props")
+    cport=$(sed -n -E 's/^controller\.quorum\.voters=1@127\.0\.0\.1:([0-9]+)$/\1/p' "$props")
+    [[ $bport =~ ^[0-9]+$ && $cport =~ ^[0-9]+$ ]] || svc_die "cannot read the ports from $props"
+    check_java
+    cache_complete || svc_die "the cache is empty: run '$0 fetch' first"
+
+    trap on_start_exit EXIT
+    from=$(stat -c %s -- "$STATE/kafka.log" 2>/dev/null || echo 0)
+    pid=$(launch)
+    STARTED_PID=$pid
+    TAIL_BROKER_LOG=1
+    echo "$pid" >"$STATE/kafka.pid"
+    rc=0
+    wait_ready "$pid" "$bport" "$from" || rc=$?
+    if ((rc != 0)); then
+        tail -c +"$((from + 1))" -- "$STATE/kafka.log" | grep -q 'Address already in use' &&
+            svc_die "port $bport or $cport was taken since the broker stopped"
+        ((rc == 2)) && svc_die "broker did not start again within ${START_TIMEOUT}s"
+        svc_die "broker exited while starting again"
+    fi
+    echo "$bport" >"$STATE/kafka.port"
+    echo "$cport" >"$STATE/kafka.controller.port"
+    echo "127.0.0.1:$bport" >"$STATE/kafka.bootstrap"
+    STARTED_PID=
+    TAIL_BROKER_LOG=
+    trap - EXIT
+    svc_log "Kafka $VERSION running again on 127.0.0.1:$bport (pid $pid, $((SECONDS - t0))s)"
+    echo "bootstrap=127.0.0.1:$bport"
+}
+
 case ${1:-} in
 fetch)
     (($# == 1)) || usage
@@ -310,6 +358,11 @@ stop)
     [[ -d $2 ]] || exit 0
     STATE=$(svc_statedir "$2")
     stop
+    ;;
+restart)
+    (($# == 2)) || usage
+    STATE=$(svc_statedir "$2")
+    restart
     ;;
 *) usage ;;
 esac
