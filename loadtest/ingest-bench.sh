@@ -8,8 +8,9 @@
 #   INGEST_BENCH_KAFKA=real                 the real broker instead of the
 #                                           embedded one (librdkafka's mock
 #                                           cluster, much lighter than the JVM)
+#   INGEST_BENCH_CONNS=256                  senders' keep-alive connections
 #
-# For each rate: 10 s of the ingest-max scenario (1,000 senders over 64
+# For each rate: 10 s of the ingest-max scenario (1,000 senders over 256
 # keep-alive connections, 100 rooms), every comment through HS256 JWT, the
 # rate limiter's Redis script (limits out of reach) and the Kafka ack. Prints
 # accepted comments, the ack latency percentiles and the ingest process's CPU
@@ -22,6 +23,10 @@ cd "$ROOT"
 RATES=("$@")
 ((${#RATES[@]})) || RATES=(5000 10000 20000)
 KAFKA_MODE=${INGEST_BENCH_KAFKA:-embedded}
+# Senders' keep-alive connections, one request in flight each: few of them
+# would queue comments in the generator (counted as latency) once the ack
+# time times the rate exceeds their number.
+CONNS=${INGEST_BENCH_CONNS:-256}
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-ingest-bench.XXXXXX")
 BIN=build/default/bin
 PIDS=()
@@ -92,6 +97,7 @@ for rate in "${RATES[@]}"; do
     "${REST[@]}" "$BIN/danmaku-loadtest" --ws "127.0.0.1:$(<"$STATE/broadcast.port")" \
         --ingest "127.0.0.1:$(<"$STATE/ingest.port")" --kafka-brokers "$BROKERS" \
         --jwt-secret-file "$STATE/secret" --quiet --scenario ingest-max --rate "$rate" \
+        --http-conns "$CONNS" \
         --duration 10 --json "$STATE/r.json" >"$STATE/r.out" 2>&1 || true
     ticks1=$(awk '{print $14 + $15}' "/proc/$ingest/stat")
     kill -TERM "$ingest"
