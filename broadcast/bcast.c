@@ -823,7 +823,7 @@ struct epoch_retry {
 char *dm_bcast_readiness(struct dm_bcast *b, bool *ready, size_t *len)
 {
     bool kafka = dm_consumer_broker_up(b->consumer);
-    bool redis = dm_membership_redis_connected(b->membership);
+    bool redis = dm_membership_redis_usable(b->membership);
     char buf[96];
 
     *ready = kafka && !b->draining;

@@ -245,9 +245,9 @@ void dm_membership_history(struct dm_membership *m, const char *room, int64_t be
     dm_history_before(m->redis, m->cfg->redis_prefix, room, before, limit, cb, arg);
 }
 
-bool dm_membership_redis_connected(const struct dm_membership *m)
+bool dm_membership_redis_usable(const struct dm_membership *m)
 {
-    return dm_redis_connected(m->redis);
+    return dm_redis_usable(m->redis);
 }
 
 void dm_membership_free(struct dm_membership *m)

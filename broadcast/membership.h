@@ -57,8 +57,8 @@ unsigned long dm_membership_redis_errors(const struct dm_membership *m);
 void dm_membership_history(struct dm_membership *m, const char *room, int64_t before, size_t limit,
                            dm_history_cb cb, void *arg);
 
-/* Whether the Redis connection is up. */
-bool dm_membership_redis_connected(const struct dm_membership *m);
+/* Whether Redis is connected and answering (common/redis.h). */
+bool dm_membership_redis_usable(const struct dm_membership *m);
 
 /* Draining: removes this node's heartbeat and shares from Redis (once;
  * later calls only report) and stops writing. Returns the number of Redis

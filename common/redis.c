@@ -25,6 +25,7 @@ struct dm_redis {
     int timeout_ms;
     redisAsyncContext *ac; /* NULL while disconnected */
     bool connected;
+    bool answering; /* the last command was answered in time (readiness) */
     int backoff_ms;
     struct event *reconnect;
     size_t pending;
@@ -75,6 +76,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->connected = true;
     r->backoff_ms = RECONNECT_MIN_MS;
     DM_LOG(DM_LOG_INFO, "msg=\"redis connected\" addr=%s:%d", r->host, r->port);
+    /* A frozen Redis still accepts connections (the kernel does): it is
+     * usable once it answers. */
+    (void)dm_redis_commandf(r, NULL, NULL, "PING");
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -83,6 +87,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
     r->ac = NULL;
     r->connected = false;
+    r->answering = false;
     if (status != REDIS_OK) {
         r->errors++;
         DM_LOG(DM_LOG_WARN, "msg=\"redis connection lost\" addr=%s:%d err=\"%s\"", r->host, r->port,
@@ -161,6 +166,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct call *c = privdata;
     DM_UNUSED(ac);
+    if (reply != NULL && !c->answered)
+        c->r->answering = true;
     answer(c, reply);
     c->r->pending--;
     event_free(c->deadline);
@@ -175,6 +182,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     DM_UNUSED(what);
 
     answer(c, NULL);
+    r->answering = false;
     /* hiredis has no command timeout: a Redis that stopped answering would
      * keep every later command queued. Drop the connection (its pending
      * callbacks fire with NULL, which frees c) and reconnect. Safe here:
@@ -253,6 +261,11 @@ int dm_redis_commandf(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, const
 bool dm_redis_connected(const struct dm_redis *r)
 {
     return r->connected;
+}
+
+bool dm_redis_usable(const struct dm_redis *r)
+{
+    return r->connected && r->answering;
 }
 
 size_t dm_redis_pending(const struct dm_redis *r)

@@ -40,6 +40,11 @@ int dm_redis_commandf(struct dm_redis *r, dm_redis_reply_cb cb, void *arg, const
 /* True while connected. */
 bool dm_redis_connected(const struct dm_redis *r);
 
+/* Connected and answering: the last command (a PING at each connect) got
+ * its reply before the deadline. What readiness reports: a frozen Redis
+ * accepts connections but answers nothing. */
+bool dm_redis_usable(const struct dm_redis *r);
+
 /* Commands sent and not yet answered. */
 size_t dm_redis_pending(const struct dm_redis *r);
 

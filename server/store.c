@@ -66,7 +66,7 @@ struct dm_redis *dm_store_redis(struct dm_store *s)
 
 bool dm_store_ready(const struct dm_store *s)
 {
-    return dm_redis_connected(s->redis);
+    return dm_redis_usable(s->redis);
 }
 
 unsigned long dm_store_redis_errors(const struct dm_store *s)

@@ -46,7 +46,7 @@ struct dm_redis *dm_store_redis(struct dm_store *s);
 /* Redis commands that failed so far (for the metrics). */
 unsigned long dm_store_redis_errors(const struct dm_store *s);
 
-/* True while Redis is connected. */
+/* True while Redis is connected and answering (common/redis.h). */
 bool dm_store_ready(const struct dm_store *s);
 
 #endif
