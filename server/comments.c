@@ -260,9 +260,6 @@ static bool filter_blocked(const struct dm_request *r, struct dm_comment *c)
 void dm_comments_post(const struct dm_request *r, const char *room)
 {
     struct dm_ingest *in = r->in;
-    struct evbuffer *body = evhttp_request_get_input_buffer(r->req);
-    const char *ctype = dm_request_header(r, "Content-Type");
-    size_t blen = evbuffer_get_length(body);
     struct dm_jwt_claims claims;
     struct dm_comment c;
     char msg[DM_ERRLEN];
@@ -273,16 +270,10 @@ void dm_comments_post(const struct dm_request *r, const char *room)
         dm_request_error(r, 403, "forbidden", "the token does not allow this room");
         goto out_claims;
     }
-    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
-        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
-        dm_request_error(r, 415, "unsupported_media_type", "Content-Type must be application/json");
+    const char *raw;
+    size_t blen;
+    if (!dm_request_json_body(r, &raw, &blen))
         goto out_claims;
-    }
-    if (blen > (size_t)in->cfg->max_body) {
-        dm_request_error(r, 413, "too_large", "request body is too large");
-        goto out_claims;
-    }
-    const char *raw = (const char *)evbuffer_pullup(body, -1);
     if (dm_comment_parse_request(raw, blen, (size_t)in->cfg->max_text_chars, &c, msg) < 0) {
         dm_request_error(r, 400, "invalid_body", msg);
         goto out_claims;

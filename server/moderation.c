@@ -74,22 +74,13 @@ static bool moderator(const struct dm_request *r, const char *room)
  * fields; answers 400/415 itself (NULL). Caller owns the result. */
 static json_t *json_body(const struct dm_request *r, const char *const *allowed)
 {
-    const char *ctype = dm_request_header(r, "Content-Type");
-    struct evbuffer *buf = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(buf);
-    const char *key;
+    const char *body, *key;
+    size_t len;
     json_t *v;
 
-    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {
-        dm_request_error(r, 415, "unsupported_media_type", "Content-Type must be application/json");
+    if (!dm_request_json_body(r, &body, &len))
         return NULL;
-    }
-    if (len > (size_t)r->in->cfg->max_body) {
-        dm_request_error(r, 413, "too_large", "request body is too large");
-        return NULL;
-    }
-    json_t *o =
-        json_loadb((const char *)evbuffer_pullup(buf, -1), len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(o))
         goto bad;
     json_object_foreach(o, key, v)
@@ -122,19 +113,6 @@ static bool int_field(json_t *o, const char *name, int64_t min, int64_t max, int
     return true;
 }
 
-/* A user id as tokens carry it in sub: 1..DM_RATELIMIT_UID_MAX bytes, no
- * control characters. */
-static bool uid_valid(const char *uid, size_t n)
-{
-    if (n == 0 || n > DM_RATELIMIT_UID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)uid[i] < 0x20 || uid[i] == 0x7f)
-            return false;
-    }
-    return true;
-}
-
 void dm_moderation_mute(const struct dm_request *r, const char *room)
 {
     static const char *const fields[] = {"uid", "seconds", NULL};
@@ -146,7 +124,7 @@ void dm_moderation_mute(const struct dm_request *r, const char *room)
     if (o == NULL)
         return;
     json_t *uid = json_object_get(o, "uid");
-    if (!json_is_string(uid) || !uid_valid(json_string_value(uid), json_string_length(uid)) ||
+    if (!json_is_string(uid) || !dm_jwt_sub_valid(json_string_value(uid), json_string_length(uid)) ||
         strlen(json_string_value(uid)) != json_string_length(uid) ||
         !int_field(o, "seconds", 1, DM_RATELIMIT_MUTE_MAX_S, -1, &seconds)) {
         json_decref(o);
@@ -166,7 +144,7 @@ void dm_moderation_unmute(const struct dm_request *r, const char *room, const ch
     if (!moderator(r, room))
         return;
     char *uid = evhttp_uridecode(raw_uid, 0, &n);
-    if (uid == NULL || strlen(uid) != n || !uid_valid(uid, n)) {
+    if (uid == NULL || strlen(uid) != n || !dm_jwt_sub_valid(uid, n)) {
         free(uid);
         dm_request_error(r, 400, "invalid_uid", "not a user id");
         return;

@@ -92,6 +92,26 @@ void dm_request_unavailable(const struct dm_request *r, const char *message)
     dm_request_retry_later(r, 503, r->in->cfg->retry_after_s * 1000, "unavailable", message);
 }
 
+bool dm_request_json_body(const struct dm_request *r, const char **body, size_t *len)
+{
+    const char *ctype = dm_request_header(r, "Content-Type");
+    struct evbuffer *buf = evhttp_request_get_input_buffer(r->req);
+
+    /* "application/json", alone or with parameters ("; charset=utf-8"). */
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        dm_request_error(r, 415, "unsupported_media_type", "Content-Type must be application/json");
+        return false;
+    }
+    *len = evbuffer_get_length(buf);
+    if (*len > (size_t)r->in->cfg->max_body) {
+        dm_request_error(r, 413, "too_large", "request body is too large");
+        return false;
+    }
+    *body = (const char *)evbuffer_pullup(buf, -1);
+    return true;
+}
+
 int dm_request_authenticate(const struct dm_request *r, struct dm_jwt_claims *claims)
 {
     const char *auth = dm_request_header(r, "Authorization");

@@ -6,6 +6,7 @@
 #ifndef DM_SERVER_REQUEST_H
 #define DM_SERVER_REQUEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,12 @@ void dm_request_done(const struct dm_request *r);
 /* Checks "Authorization: Bearer <jwt>" and fills claims (release with
  * dm_jwt_claims_fini); on failure answers 401 itself and returns -1. */
 int dm_request_authenticate(const struct dm_request *r, struct dm_jwt_claims *claims);
+
+/* The request's body when it is JSON within max_body: sets *body (borrowed,
+ * valid until the answer; not NUL-terminated) and *len. Otherwise answers
+ * 415 (Content-Type other than application/json) or 413 itself and returns
+ * false. */
+bool dm_request_json_body(const struct dm_request *r, const char **body, size_t *len);
 
 /* A request header, or NULL. */
 const char *dm_request_header(const struct dm_request *r, const char *name);
