@@ -624,6 +624,11 @@ static bool has_control_chars(const char *s, size_t n)
     return false;
 }
 
+bool dm_jwt_sub_valid(const char *s, size_t n)
+{
+    return s != NULL && n > 0 && n <= DM_JWT_MAX_SUB && !has_control_chars(s, n);
+}
+
 /* A printable string claim of 1..max bytes copied to out[max + 1]. */
 static bool copy_string(json_t *j, char *out, size_t max)
 {

@@ -127,6 +127,10 @@ void dm_jwt_claims_fini(struct dm_jwt_claims *c);
  * pattern is an exact room id or a prefix ending in '*' ("*" matches all). */
 bool dm_jwt_claims_allow_room(const struct dm_jwt_claims *c, const char *room);
 
+/* True when s[0..n) (borrowed) is a user id as a "sub" claim must be:
+ * 1..DM_JWT_MAX_SUB bytes without control characters. */
+bool dm_jwt_sub_valid(const char *s, size_t n);
+
 /* True when s[0..n) (borrowed) is a valid "rooms" pattern: a room id, or a
  * room-id prefix (possibly empty) followed by one trailing '*'. */
 bool dm_jwt_room_pattern_valid(const char *s, size_t n);
