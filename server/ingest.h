@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "common/util.h"
+#include "server/ratelimit.h"
 
 struct event;
 struct event_base;
@@ -46,7 +47,7 @@ struct dm_ingest {
     struct event *tick;              /* every second: gauges and counters from the clients */
     unsigned long redis_errors_seen; /* last Redis error total counted */
     size_t waiting;                  /* requests waiting for Kafka or Redis (request.h) */
-    unsigned long ratelimit_seen[8]; /* decisions by verdict already counted */
+    unsigned long ratelimit_seen[DM_RATELIMIT_NVERDICTS]; /* decisions by verdict already counted */
     unsigned long fallbacks_seen;
     struct dm_http *http; /* owned */
 };
