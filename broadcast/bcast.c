@@ -523,6 +523,17 @@ struct dm_backfill_req {
     int64_t live_from;   /* the `joined` offset: the backfill is at or before it */
 };
 
+/* The window's part of a backfill of want comments at or before live_from:
+ * *after and *found as dm_room_window_tail gives them. Returns the offset
+ * below which Redis fills in the rest: the window's first record or the
+ * first one the backfill takes from it, whichever is older. */
+static int64_t backfill_tail(const struct dm_room *r, int64_t live_from, uint32_t want,
+                             int64_t *after, uint32_t *found)
+{
+    *after = dm_room_window_tail(r, live_from, want, found);
+    return *after + 1 < r->window_start ? *after + 1 : r->window_start;
+}
+
 static void send_history_entry(struct dm_room *r, struct dm_conn *conn,
                                const struct dm_history_entry *e)
 {
@@ -553,11 +564,9 @@ static void on_backfill(const struct dm_history_entry *e, size_t n, void *arg)
         return;
     }
     uint32_t want = (uint32_t)b->cfg->join_backfill, found;
-    int64_t after = dm_room_window_tail(r, q->live_from, want, &found);
-    /* Redis fills in what the window does not hold, oldest first: the
-     * entries older than the window's first record (the window may have
-     * moved on while Redis answered). */
-    int64_t below = after + 1 < r->window_start ? after + 1 : r->window_start;
+    int64_t after;
+    /* The window may have moved on while Redis answered. */
+    int64_t below = backfill_tail(r, q->live_from, want, &after, &found);
     if (n == (size_t)-1) {
         dm_metrics_inc(b->m, DM_M_BACKFILL_FAILED, 1);
         n = 0;
@@ -583,7 +592,8 @@ static bool start_backfill(struct dm_bcast *b, struct dm_member *m, int64_t live
 {
     struct dm_room *r = m->room;
     uint32_t want = (uint32_t)b->cfg->join_backfill, found;
-    int64_t after = dm_room_window_tail(r, live_from, want, &found);
+    int64_t after;
+    int64_t before = backfill_tail(r, live_from, want, &after, &found);
 
     if (found >= want)
         return false;
@@ -593,7 +603,6 @@ static bool start_backfill(struct dm_bcast *b, struct dm_member *m, int64_t live
     q->generation = b->parts[r->partition].generation;
     q->live_from = live_from;
     m->backfill = q;
-    int64_t before = after + 1 < r->window_start ? after + 1 : r->window_start;
     /* The answer may come at once (Redis not connected): on_backfill then
      * finishes the join before this returns. */
     dm_membership_history(b->membership, r->name, before, want - found, on_backfill, q);
