@@ -13,32 +13,17 @@ ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 BIN=build/default/bin
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-run.XXXXXX")
-PIDS=()
+# shellcheck disable=SC1091 # deploy/procs.sh, from the repository root
+. deploy/procs.sh
 
 stop_all() {
     trap - EXIT INT TERM
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     rm -rf -- "$RUN"
     echo "stopped."
 }
 trap stop_all EXIT
 trap 'exit 0' INT TERM
-
-wait_file() { # path seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        [[ -s $1 ]] && return 0
-        sleep 0.1
-    done
-    echo "run-local: timed out waiting for $1" >&2
-    return 1
-}
 
 deploy/install-deps.sh
 make -j"$(nproc)" bins

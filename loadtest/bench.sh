@@ -21,16 +21,11 @@ ONLY=${BENCH_ONLY:-}
 KAFKA_MODE=${BENCH_KAFKA:-real}
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-bench.XXXXXX")
 BIN=build/default/bin
-PIDS=()
+# shellcheck disable=SC1091 # deploy/procs.sh, from the repository root
+. deploy/procs.sh
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     [[ $KAFKA_MODE == real ]] && tests/services/services.sh stop "$STATE" >/dev/null 2>&1
     rm -rf -- "$STATE"
 }
@@ -41,16 +36,6 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 
 scaled() { # n -> n * SCALE, at least 1
     python3 -c "import sys; print(max(1, int(float(sys.argv[1]) * float(sys.argv[2]))))" "$1" "$SCALE"
-}
-
-wait_file() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $1 ]] && return 0
-        sleep 0.1
-    done
-    log "timed out waiting for $1"
-    return 1
 }
 
 # CPU split: servers on the first half of the CPUs, the generator on the rest.
@@ -102,11 +87,11 @@ limits=(--ratelimit-user-rate 1000000 --ratelimit-user-burst 1000000
 "${PIN_SERVER[@]}" "$BIN/danmaku-ingest" "${common[@]}" "${limits[@]}" --http-port 0 \
     --port-file "$STATE/ingest.port" 2>"$STATE/ingest.log" &
 INGEST_PID=$!
-PIDS+=($INGEST_PID)
+PIDS+=("$INGEST_PID")
 "${PIN_SERVER[@]}" "$BIN/danmaku-broadcast" "${common[@]}" --ws-port 0 \
     --port-file "$STATE/broadcast.port" --max-connections 19500 2>"$STATE/broadcast.log" &
 BCAST_PID=$!
-PIDS+=($BCAST_PID)
+PIDS+=("$BCAST_PID")
 wait_file "$STATE/ingest.port"
 wait_file "$STATE/broadcast.port"
 INGEST="127.0.0.1:$(<"$STATE/ingest.port")"

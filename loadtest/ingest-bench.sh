@@ -29,16 +29,11 @@ KAFKA_MODE=${INGEST_BENCH_KAFKA:-embedded}
 CONNS=${INGEST_BENCH_CONNS:-256}
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/danmaku-ingest-bench.XXXXXX")
 BIN=build/default/bin
-PIDS=()
+# shellcheck disable=SC1091 # deploy/procs.sh, from the repository root
+. deploy/procs.sh
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     tests/services/services.sh stop "$STATE" >/dev/null 2>&1 || true
     rm -rf -- "$STATE"
 }
@@ -53,16 +48,6 @@ fi
 ALONE=(taskset -c 0)
 REST=(taskset -c "1-$((NCPU - 1))")
 
-wait_file() {
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -s $1 ]] && return 0
-        sleep 0.1
-    done
-    echo "ingest-bench: timed out waiting for $1" >&2
-    return 1
-}
-
 deploy/install-deps.sh
 make -j"$NCPU" bins >/dev/null
 "${REST[@]}" tests/services/services.sh start "$STATE" >/dev/null
@@ -73,7 +58,7 @@ if [[ $KAFKA_MODE == embedded ]]; then
     "${REST[@]}" "$BIN/danmaku-mock-kafka" --partitions 32 \
         --bootstrap-file "$STATE/kafka.mock" >"$STATE/mock.log" 2>&1 &
     PIDS+=($!)
-    wait_file "$STATE/kafka.mock"
+    wait_file "$STATE/kafka.mock" 20
     BROKERS=$(<"$STATE/kafka.mock")
 fi
 head -c 48 /dev/urandom | base64 | tr -d '\n=' >"$STATE/secret"
@@ -84,7 +69,7 @@ limits=(--ratelimit-user-rate 1000000 --ratelimit-user-burst 1000000
 "${REST[@]}" "$BIN/danmaku-broadcast" "${common[@]}" --ws-port 0 \
     --port-file "$STATE/broadcast.port" 2>"$STATE/broadcast.log" &
 PIDS+=($!)
-wait_file "$STATE/broadcast.port"
+wait_file "$STATE/broadcast.port" 20
 
 echo "ingest alone on CPU 0, Kafka ($KAFKA_MODE), Redis, broadcast and generator on the rest"
 for rate in "${RATES[@]}"; do
@@ -92,7 +77,7 @@ for rate in "${RATES[@]}"; do
     "${ALONE[@]}" "$BIN/danmaku-ingest" "${common[@]}" "${limits[@]}" --workers 1 --http-port 0 \
         --port-file "$STATE/ingest.port" 2>"$STATE/ingest.log" &
     ingest=$!
-    wait_file "$STATE/ingest.port"
+    wait_file "$STATE/ingest.port" 20
     ticks0=$(awk '{print $14 + $15}' "/proc/$ingest/stat")
     "${REST[@]}" "$BIN/danmaku-loadtest" --ws "127.0.0.1:$(<"$STATE/broadcast.port")" \
         --ingest "127.0.0.1:$(<"$STATE/ingest.port")" --kafka-brokers "$BROKERS" \
