@@ -124,7 +124,8 @@ void dm_moderation_mute(const struct dm_request *r, const char *room)
     if (o == NULL)
         return;
     json_t *uid = json_object_get(o, "uid");
-    if (!json_is_string(uid) || !dm_jwt_sub_valid(json_string_value(uid), json_string_length(uid)) ||
+    if (!json_is_string(uid) ||
+        !dm_jwt_sub_valid(json_string_value(uid), json_string_length(uid)) ||
         strlen(json_string_value(uid)) != json_string_length(uid) ||
         !int_field(o, "seconds", 1, DM_RATELIMIT_MUTE_MAX_S, -1, &seconds)) {
         json_decref(o);
