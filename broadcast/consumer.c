@@ -201,72 +201,33 @@ static void catchup_keep(struct catchup *k, const rd_kafka_message_t *m)
     r->len = m->len;
 }
 
+static bool catchup_visit(const rd_kafka_message_t *m, void *arg)
+{
+    struct catchup *k = arg;
+    if (k->n >= k->max_records)
+        return false; /* more than the retention window: not ok */
+    catchup_keep(k, m);
+    return true;
+}
+
 /* Reads [after+1, before) of the partition and keeps the room's records. */
 static void catchup_read(struct catchup *k)
 {
-    char err[DM_ERRLEN], errstr[160], group[96];
-    rd_kafka_conf_t *conf = dm_kafka_conf_new(k->c->cfg->kafka_brokers);
-    int64_t low, high, deadline = dm_mono_us() + CATCHUP_TIMEOUT_MS * 1000;
-    size_t room_len = strlen(k->room);
-
+    char group[96];
     snprintf(group, sizeof(group), "danmaku-catchup-%ld-%u", (long)getpid(), k->seq);
-    if (dm_kafka_conf_set(conf, "group.id", group, err) < 0 ||
-        dm_kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
-        dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0 ||
-        dm_kafka_conf_set(conf, "enable.partition.eof", "true", err) < 0 ||
-        dm_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return;
-    }
-    /* Records before the log start are gone: no exact resume from there. */
-    if (rd_kafka_query_watermark_offsets(rk, k->c->cfg->kafka_topic, k->partition, &low, &high,
-                                         CATCHUP_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        k->after + 1 < low || high < k->before)
-        goto out;
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, k->c->cfg->kafka_topic, k->partition)->offset =
-        k->after + 1;
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        goto out;
-    while (dm_mono_us() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (m == NULL)
-            continue;
-        bool stop = false;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            stop = true;
-            k->ok = m->offset >= k->before;
-        } else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            stop = true;
-        } else if (m->offset >= k->before) {
-            stop = true;
-            k->ok = true;
-        } else {
-            if (m->key_len == room_len && memcmp(m->key, k->room, room_len) == 0) {
-                if (k->n >= k->max_records)
-                    stop = true; /* more than the retention window: not ok */
-                else
-                    catchup_keep(k, m);
-            }
-            if (!stop && m->offset + 1 >= k->before) {
-                stop = true;
-                k->ok = true;
-            }
-        }
-        rd_kafka_message_destroy(m);
-        if (stop)
-            break;
-    }
-out:
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    struct dm_kafka_range range = {
+        .brokers = k->c->cfg->kafka_brokers,
+        .topic = k->c->cfg->kafka_topic,
+        .group = group,
+        .partition = k->partition,
+        .from = k->after + 1,
+        .from_ts_ms = -1,
+        .until = k->before,
+        .key = k->room,
+        .keylen = strlen(k->room),
+        .timeout_ms = CATCHUP_TIMEOUT_MS,
+    };
+    k->ok = dm_kafka_read_range(&range, catchup_visit, k) == DM_KAFKA_READ_DONE;
 }
 
 static void *run_catchup(void *arg)

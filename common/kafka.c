@@ -148,3 +148,101 @@ void dm_kafka_waker_free(struct dm_kafka_waker *w)
     close(w->pipe[1]);
     free(w);
 }
+
+/* Where the range starts: r->from, or the first offset stamped at or after
+ * r->from_ts_ms (the log end when none is). -1 when Kafka did not say. */
+static int64_t range_start(rd_kafka_t *rk, const struct dm_kafka_range *r, int64_t high)
+{
+    if (r->from_ts_ms < 0)
+        return r->from;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *tp =
+        rd_kafka_topic_partition_list_add(list, r->topic, r->partition);
+    tp->offset = r->from_ts_ms;
+    int64_t start = -1;
+    if (rd_kafka_offsets_for_times(rk, list, r->timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        tp->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        start = tp->offset == RD_KAFKA_OFFSET_END ? high : tp->offset;
+    rd_kafka_topic_partition_list_destroy(list);
+    return start;
+}
+
+static enum dm_kafka_read_result read_records(rd_kafka_t *rk, const struct dm_kafka_range *r,
+                                              int64_t start, int64_t until, int64_t deadline_us,
+                                              dm_kafka_visit_cb visit, void *arg)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, r->topic, r->partition)->offset = start;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return DM_KAFKA_READ_FAILED;
+
+    while (dm_mono_us() < deadline_us) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m == NULL)
+            continue;
+        enum dm_kafka_read_result res = DM_KAFKA_READ_FAILED;
+        bool stop = true;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            res = m->offset >= until ? DM_KAFKA_READ_DONE : DM_KAFKA_READ_GONE;
+        } else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            res = DM_KAFKA_READ_FAILED;
+        } else if (m->offset >= until) {
+            res = DM_KAFKA_READ_DONE;
+        } else if (m->key_len == r->keylen && memcmp(m->key, r->key, r->keylen) == 0 &&
+                   !visit(m, arg)) {
+            res = DM_KAFKA_READ_STOPPED;
+        } else if (m->offset + 1 >= until) {
+            res = DM_KAFKA_READ_DONE;
+        } else {
+            stop = false;
+        }
+        rd_kafka_message_destroy(m);
+        if (stop)
+            return res;
+    }
+    return DM_KAFKA_READ_FAILED;
+}
+
+enum dm_kafka_read_result dm_kafka_read_range(const struct dm_kafka_range *r,
+                                              dm_kafka_visit_cb visit, void *arg)
+{
+    char err[DM_ERRLEN], errstr[160];
+    rd_kafka_conf_t *conf = dm_kafka_conf_new(r->brokers);
+    int64_t low, high, deadline_us = dm_mono_us() + (int64_t)r->timeout_ms * 1000;
+    enum dm_kafka_read_result res = DM_KAFKA_READ_FAILED;
+
+    if (dm_kafka_conf_set(conf, "group.id", r->group, err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
+        dm_kafka_conf_set(conf, "auto.offset.reset", "error", err) < 0 ||
+        dm_kafka_conf_set(conf, "enable.partition.eof", "true", err) < 0 ||
+        dm_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return res;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return res;
+    }
+    if (rd_kafka_query_watermark_offsets(rk, r->topic, r->partition, &low, &high, r->timeout_ms) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        goto out;
+    int64_t until = r->until >= 0 ? r->until : high;
+    int64_t start = range_start(rk, r, high);
+    if (start < 0)
+        goto out;
+    /* Records before the log start are gone; a range past the end cannot
+     * be read to its end. */
+    if (start < low || until > high) {
+        res = DM_KAFKA_READ_GONE;
+        goto out;
+    }
+    res = start >= until ? DM_KAFKA_READ_DONE
+                         : read_records(rk, r, start, until, deadline_us, visit, arg);
+out:
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return res;
+}

@@ -44,4 +44,37 @@ struct dm_kafka_waker *dm_kafka_waker_new(struct event_base *base, rd_kafka_queu
 /* Stops the wake-ups (the queue no longer writes to the pipe). NULL: no-op. */
 void dm_kafka_waker_free(struct dm_kafka_waker *w);
 
+/* Reading a bounded range of one partition, for the rare reads outside the
+ * live stream: a broadcast node's catch-up of a resuming viewer, an ingest
+ * node's search for the record of an attempt that died with its node. */
+struct dm_kafka_range {
+    const char *brokers; /* borrowed, like every pointer here */
+    const char *topic;
+    const char *group; /* group.id of the throwaway consumer (assign needs one) */
+    int32_t partition;
+    int64_t from;       /* first offset, when from_ts_ms < 0 */
+    int64_t from_ts_ms; /* >= 0: start at the first record stamped at or after it */
+    int64_t until;      /* end offset, exclusive; < 0: the log end seen at the start */
+    const char *key;    /* only records with this key are visited */
+    size_t keylen;
+    int timeout_ms; /* for the whole read */
+};
+
+enum dm_kafka_read_result {
+    DM_KAFKA_READ_DONE,    /* every record of the range was visited */
+    DM_KAFKA_READ_STOPPED, /* the visitor asked to stop */
+    DM_KAFKA_READ_GONE,    /* the range starts before the log start, or ends past its end */
+    DM_KAFKA_READ_FAILED,  /* Kafka did not answer in time, or refused */
+};
+
+/* Called for each record of the range with the range's key, in offset
+ * order; returns false to stop. */
+typedef bool (*dm_kafka_visit_cb)(const rd_kafka_message_t *m, void *arg);
+
+/* Reads the range with a consumer of its own, created and destroyed here.
+ * Blocks up to r->timeout_ms and a little more for the client's teardown:
+ * call it from a thread of its own, never from an event loop. */
+enum dm_kafka_read_result dm_kafka_read_range(const struct dm_kafka_range *r,
+                                              dm_kafka_visit_cb visit, void *arg);
+
 #endif

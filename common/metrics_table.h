@@ -148,6 +148,12 @@ DM_METRIC(KAFKA_DELIVERY_LATENCY, HISTOGRAM, kafka_delivery_latency_seconds, "",
           "Time from producing a Kafka record to its delivery report")
 DM_METRIC(KAFKA_IN_FLIGHT, GAUGE, kafka_in_flight, "", I,
           "Kafka records produced and not yet reported")
+DM_METRIC(IDEM_RECOVERY_FOUND, COUNTER, idempotency_recoveries, "result=\"found\"", I,
+          "Idempotency-Key claims taken over from a dead attempt, by whether Kafka held its record")
+DM_METRIC(IDEM_RECOVERY_ABSENT, COUNTER, idempotency_recoveries, "result=\"absent\"", I,
+          "Idempotency-Key claims taken over from a dead attempt, by whether Kafka held its record")
+DM_METRIC(IDEM_RECOVERY_FAILED, COUNTER, idempotency_recoveries, "result=\"failed\"", I,
+          "Idempotency-Key claims taken over from a dead attempt, by whether Kafka held its record")
 DM_METRIC(RATELIMIT_FALLBACK, COUNTER, ratelimit_fallback, "", I,
           "Rate limit decisions taken locally because Redis did not answer")
 DM_METRIC(RATELIMIT_ADMIT, COUNTER, ratelimit_decisions, "verdict=\"admit\"", I,

@@ -25,10 +25,14 @@
 #include "server/ingest.h"
 #include "server/producer.h"
 #include "server/ratelimit.h"
+#include "server/recovery.h"
 #include "server/request.h"
 #include "server/store.h"
 
 #define HISTORY_DEFAULT_LIMIT 50
+/* Beyond the delivery timeout, for the broker to have handled the last
+ * produce request of an attempt whose node died. */
+#define PUBLISH_MARGIN_MS 5000
 
 /* A comment or retract on its way to Kafka: through the idempotency claim
  * when the request has a key (so a retry is answered before it could count
@@ -48,6 +52,8 @@ struct publish {
     char uid[DM_JWT_MAX_SUB + 1];
     char key[DM_IDEM_KEY_MAX + 1];
     uint64_t fp;
+    char owner[DM_IDEM_OWNER_LEN + 1]; /* this request's token in the claim */
+    struct dm_idem_attempt orphan;     /* DM_IDEM_ORPHANED: the dead attempt */
 };
 
 static void publish_free(struct publish *p)
@@ -57,9 +63,26 @@ static void publish_free(struct publish *p)
     free(p);
 }
 
-static struct dm_redis *redis_of(const struct publish *p)
+/* Where p's Idempotency-Key claim lives. */
+static struct dm_idem_ref idem_ref(const struct publish *p)
 {
-    return dm_store_redis(p->r.in->store);
+    return (struct dm_idem_ref){dm_store_redis(p->r.in->store),
+                                p->r.in->cfg->redis_prefix,
+                                p->uid,
+                                p->key,
+                                p->fp,
+                                p->owner};
+}
+
+/* The record p publishes, as its claim names it. */
+static struct dm_idem_attempt my_attempt(const struct publish *p)
+{
+    struct dm_idem_attempt a;
+    const struct dm_config *cfg = p->r.in->cfg;
+    memcpy(a.id, p->id, sizeof(a.id));
+    a.partition = dm_room_partition(p->room, strlen(p->room), (int32_t)cfg->kafka_partitions);
+    a.ts = p->ts;
+    return a;
 }
 
 static void on_delivered(const char *err, bool maybe_written, int32_t partition, int64_t offset,
@@ -72,20 +95,21 @@ static void on_delivered(const char *err, bool maybe_written, int32_t partition,
     dm_request_done(&p->r);
     if (err != NULL) {
         /* A retry may publish again only if this attempt wrote nothing. */
+        struct dm_idem_ref ref = idem_ref(p);
         if (p->idem && maybe_written)
-            dm_idem_unknown(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp,
-                            in->cfg->idempotency_ttl_ms);
+            dm_idem_unknown(&ref, in->cfg->idempotency_ttl_ms);
         else if (p->idem)
-            dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+            dm_idem_abandon(&ref);
         dm_request_unavailable(&p->r, "Kafka did not acknowledge it; retry later");
         publish_free(p);
         return;
     }
     char *body = dm_msg_accepted(p->id, p->room, partition, offset, p->ts, &len);
     dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
-    if (p->idem)
-        dm_idem_finish(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp, body, len,
-                       in->cfg->idempotency_ttl_ms);
+    if (p->idem) {
+        struct dm_idem_ref ref = idem_ref(p);
+        dm_idem_finish(&ref, body, len, in->cfg->idempotency_ttl_ms);
+    }
     free(body);
     /* The history follows the acknowledged stream (fire and forget). */
     if (p->retract)
@@ -104,8 +128,9 @@ static void publish(struct publish *p)
 
     if (dm_producer_send(in->producer, partition, p->room, rlen, p->value, p->vlen, on_delivered,
                          p) < 0) {
+        struct dm_idem_ref ref = idem_ref(p);
         if (p->idem)
-            dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+            dm_idem_abandon(&ref);
         dm_request_unavailable(&p->r, "the Kafka queue is full or unavailable; retry later");
         publish_free(p);
         return;
@@ -144,15 +169,15 @@ static void refuse(const struct publish *p, const struct dm_ratelimit_result *re
 static void on_limited(const struct dm_ratelimit_result *res, void *arg)
 {
     struct publish *p = arg;
-    struct dm_ingest *in = p->r.in;
 
     dm_request_done(&p->r);
     if (res->verdict == DM_RATELIMIT_ADMIT) {
         publish(p);
         return;
     }
+    struct dm_idem_ref ref = idem_ref(p);
     if (p->idem)
-        dm_idem_abandon(redis_of(p), in->cfg->redis_prefix, p->uid, p->key, p->fp);
+        dm_idem_abandon(&ref);
     refuse(p, res);
     publish_free(p);
 }
@@ -169,7 +194,83 @@ static void admit(struct publish *p)
     dm_ratelimit_check(p->r.in->ratelimit, &req, on_limited, p);
 }
 
-static void on_idem(enum dm_idem_state state, const char *body, size_t len, void *arg)
+/* ---- a claim left by an attempt that died with its node ---- */
+
+static void on_renewed(bool ok, void *arg)
+{
+    struct publish *p = arg;
+
+    dm_request_done(&p->r);
+    if (ok) {
+        admit(p);
+        return;
+    }
+    struct dm_idem_ref ref = idem_ref(p);
+    dm_idem_release(&ref);
+    dm_request_unavailable(&p->r, "Redis did not answer: Idempotency-Key cannot be honoured "
+                                  "now; retry later");
+    publish_free(p);
+}
+
+static void on_recovered(enum dm_recovery_result res, int64_t offset, void *arg)
+{
+    struct publish *p = arg;
+    struct dm_ingest *in = p->r.in;
+    struct dm_idem_ref ref = idem_ref(p);
+    struct dm_idem_attempt mine = my_attempt(p);
+    size_t len;
+
+    dm_request_done(&p->r);
+    switch (res) {
+    case DM_RECOVERY_FOUND: {
+        /* The dead attempt was accepted by Kafka: its answer, as it would
+         * have been given. */
+        dm_metrics_inc(in->m, DM_M_IDEM_RECOVERY_FOUND, 1);
+        char *body =
+            dm_msg_accepted(p->orphan.id, p->room, p->orphan.partition, offset, p->orphan.ts, &len);
+        dm_idem_finish(&ref, body, len, in->cfg->idempotency_ttl_ms);
+        dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
+        dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
+        free(body);
+        break;
+    }
+    case DM_RECOVERY_ABSENT:
+        /* Nothing of it reached Kafka: this request publishes, once the
+         * claim names its record. */
+        dm_metrics_inc(in->m, DM_M_IDEM_RECOVERY_ABSENT, 1);
+        dm_request_wait(&p->r);
+        dm_idem_renew(&ref, &mine, in->cfg->kafka_delivery_timeout_ms + PUBLISH_MARGIN_MS,
+                      on_renewed, p);
+        return;
+    case DM_RECOVERY_FAILED:
+        dm_metrics_inc(in->m, DM_M_IDEM_RECOVERY_FAILED, 1);
+        dm_idem_release(&ref);
+        dm_request_unavailable(&p->r, "Kafka could not be asked whether an earlier attempt with "
+                                      "this Idempotency-Key was stored; retry later");
+        break;
+    }
+    publish_free(p);
+}
+
+/* Reads the orphan's partition back before anything is answered or
+ * published. */
+static void recover(struct publish *p)
+{
+    struct dm_ingest *in = p->r.in;
+
+    if (dm_recovery_find(in->recovery, p->orphan.partition, p->room, p->orphan.id, p->retract,
+                         p->orphan.ts, on_recovered, p) < 0) {
+        struct dm_idem_ref ref = idem_ref(p);
+        dm_idem_release(&ref);
+        dm_request_unavailable(&p->r, "too many Idempotency-Key recoveries at once; retry later");
+        publish_free(p);
+        return;
+    }
+    dm_request_wait(&p->r);
+}
+
+static void on_idem(enum dm_idem_state state, const char *body, size_t len,
+                    const struct dm_idem_attempt *orphan, void *arg)
 {
     struct publish *p = arg;
 
@@ -177,6 +278,10 @@ static void on_idem(enum dm_idem_state state, const char *body, size_t len, void
     switch (state) {
     case DM_IDEM_NEW:
         admit(p);
+        return;
+    case DM_IDEM_ORPHANED:
+        p->orphan = *orphan;
+        recover(p);
         return;
     case DM_IDEM_REPLAY:
         dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
@@ -221,10 +326,14 @@ static void publish_once(struct publish *p, const struct dm_jwt_claims *claims, 
     snprintf(p->key, sizeof(p->key), "%s", key);
     p->fp = dm_idem_fingerprint(p->room, fp_body, fp_len);
     dm_request_wait(&p->r);
+    dm_idem_new_owner(p->owner);
     /* The claim outlives the longest publish, so a retry never publishes
-     * while the first attempt may still succeed. */
-    dm_idem_begin(dm_store_redis(in->store), in->cfg->redis_prefix, p->uid, p->key, p->fp,
-                  in->cfg->kafka_delivery_timeout_ms + 5000, on_idem, p);
+     * while the first attempt may still succeed; past it, the attempt died
+     * with its node and a retry recovers it. */
+    struct dm_idem_ref ref = idem_ref(p);
+    struct dm_idem_attempt mine = my_attempt(p);
+    dm_idem_begin(&ref, &mine, in->cfg->kafka_delivery_timeout_ms + PUBLISH_MARGIN_MS,
+                  DM_RECOVERY_MAX_MS, in->cfg->idempotency_ttl_ms, on_idem, p);
 }
 
 /* The Idempotency-Key header is absent or well-formed; answers 400 itself. */

@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "server/http.h"
 #include "server/producer.h"
+#include "server/recovery.h"
 #include "server/ratelimit.h"
 #include "server/store.h"
 
@@ -75,6 +76,7 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
         close(listen_fd);
         goto fail;
     }
+    in->recovery = dm_recovery_new(base, cfg);
     in->store = dm_store_new(base, cfg);
     in->ratelimit = dm_ratelimit_new(dm_store_redis(in->store), cfg);
     in->http = dm_http_new(in, listen_fd, err);
@@ -137,6 +139,7 @@ void dm_ingest_free(struct dm_ingest *in)
      * callbacks answer the requests still waiting (503), and one more
      * loop run writes those answers out before the server is freed. */
     /* The limiter's Redis calls are answered (NULL) by the store's free. */
+    dm_recovery_free(in->recovery); /* its answers may still write Redis */
     dm_store_free(in->store);
     dm_ratelimit_free(in->ratelimit);
     in->store = NULL;

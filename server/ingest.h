@@ -18,6 +18,7 @@ struct dm_ratelimit;
 struct dm_config;
 struct dm_jwt_verifier;
 struct dm_producer;
+struct dm_recovery;
 struct dm_http;
 struct dm_store;
 struct dm_metrics;
@@ -41,6 +42,7 @@ struct dm_ingest {
     bool mask_blocked;
     struct dm_ratelimit *ratelimit;  /* owned: over this worker's Redis connection */
     struct dm_producer *producer;    /* owned */
+    struct dm_recovery *recovery;    /* owned: Idempotency-Key claims of dead attempts */
     struct dm_store *store;          /* owned: Redis */
     struct dm_metrics *metrics;      /* borrowed: shared by the workers */
     struct dm_metrics_shard *m;      /* this loop's shard */

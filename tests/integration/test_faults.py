@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dmtest import (REDIS_PREFIX, ROOT, connected, http, kafka_bootstrap, mint, start_broadcast,
-                    start_ingest, topic)
+from dmtest import (BIN, REDIS_PREFIX, ROOT, connected, http, kafka_bootstrap, mint,
+                    redis_port, start_broadcast, start_ingest, topic)
 
 KAFKA_SH = os.path.join(ROOT, "tests", "services", "kafka.sh")
 JAVA = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") \
@@ -107,7 +107,11 @@ class Poster(threading.Thread):
     def __init__(self, port, room, name, stop, abort, keyed=True, retries=40, pause=0.04,
                  persistent=False, retry_failures=True, stop_on_refused=False, timeout=20.0):
         super().__init__(daemon=True)
-        self.port, self.room, self.who = port, room, name
+        # port: one port, or a list (shared, may be updated) to alternate
+        # between, moving to the next after an attempt without an answer.
+        self.ports = port if isinstance(port, list) else [port]
+        self.turn = 0
+        self.room, self.who = room, name
         self.stop, self.abort = stop, abort
         self.keyed, self.retries, self.pause = keyed, retries, pause
         self.persistent, self.retry_failures, self.timeout = persistent, retry_failures, timeout
@@ -125,7 +129,7 @@ class Poster(threading.Thread):
             self.crash = repr(e)
 
     def _run(self):
-        conn = httpclient.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout) \
+        conn = httpclient.HTTPConnection("127.0.0.1", self.ports[0], timeout=self.timeout) \
             if self.persistent else None
         n = 0
         while not self.stop.is_set() and not self.abort.is_set():
@@ -134,7 +138,8 @@ class Poster(threading.Thread):
             key = text if self.keyed else None
             done = False
             for _ in range(self.retries):
-                a = _post(self.port, self.room, self.token, text, key, self.timeout, conn)
+                port = self.ports[self.turn % len(self.ports)]
+                a = _post(port, self.room, self.token, text, key, self.timeout, conn)
                 a.who = self.who
                 self.attempts.append(a)
                 if a.status == 201:
@@ -154,6 +159,7 @@ class Poster(threading.Thread):
                 if a.status in (409, 503):
                     time.sleep(min(float(a.headers.get("retry-after", "1")), 2.0))
                 elif a.status is None:
+                    self.turn += 1
                     time.sleep(0.2)
                 else:
                     break  # anything else is final (and fails the test)
@@ -580,6 +586,201 @@ def test_kafka_broker_down_mid_load(fault):
             kafka.stop()
             if ok:
                 kafka.remove()
+
+
+# ---------------------------------------------------------------------------
+# 1b. An ingest node killed while its clients retry with their Idempotency-Key
+# ---------------------------------------------------------------------------
+
+CRASH_DELIVERY_MS = 2000
+# A claim is held for the delivery timeout plus this (server/comments.c).
+PUBLISH_MARGIN_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def crash_kafka():
+    kafka = DedicatedKafka()
+    yield kafka
+    kafka.stop()
+    kafka.remove()
+
+
+def _start_crash_ingest(kafka):
+    return start_ingest("--kafka-partitions", str(DEDICATED_PARTITIONS),
+                        "--kafka-delivery-timeout-ms", str(CRASH_DELIVERY_MS),
+                        brokers=kafka.bootstrap)
+
+
+def _fingerprint(room, body):
+    """server/idempotency.c's FNV-1a over the room, a NUL and the body."""
+    h = 0xcbf29ce484222325
+    for b in room.encode() + b"\0" + body:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _dead_claim(uid, key, room, body, attempt_id, partition, ts, deadline_ms):
+    """Leaves the claim an ingest node killed mid-publish would leave."""
+    k = f"{REDIS_PREFIX}idem:{len(uid)}:{uid}:{key}"
+    v = (f"P{_fingerprint(room, body):016x} deadbeefdeadbeef {deadline_ms} "
+         f"{attempt_id} {partition} {ts}")
+    assert _redis(int(redis_port()), "SET", k, v, "PX", 60000) == "+OK"
+
+
+def _ulid(ts_ms):
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    n = (ts_ms << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(alphabet[(n >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def _produce(kafka, room, value):
+    out = subprocess.run([os.path.join(BIN, "danmaku-test-produce"), kafka.bootstrap, topic(),
+                          str(DEDICATED_PARTITIONS), room, value],
+                         capture_output=True, text=True, timeout=60, check=True)
+    partition, offset = out.stdout.split()
+    return int(partition), int(offset)
+
+
+def _post_raw(port, room, token, body, key):
+    return http(port, "POST", f"/v1/rooms/{room}/danmaku", body,
+                {"Authorization": "Bearer " + token, "Content-Type": "application/json",
+                 "Idempotency-Key": key})
+
+
+def _recoveries(port):
+    return {r: _metric(port, f'danmaku_idempotency_recoveries_total{{result="{r}"}}')
+            for r in ("found", "absent", "failed")}
+
+
+def test_dead_attempts_claim_is_recovered_from_kafka(crash_kafka):
+    """The state a node killed mid-publish leaves behind, made by hand so
+    each case is certain: the claim names the dead attempt's record and its
+    deadline has passed. Found in Kafka: the retry gets that record's 201
+    and nothing is published. Not in Kafka: the retry publishes once. Still
+    within its deadline: 409 in_progress."""
+    node = _start_crash_ingest(crash_kafka)
+    try:
+        _wait_ready(node.port, 30)
+        uid, now = "crash-" + uuid.uuid4().hex[:6], int(time.time() * 1000)
+        token = mint(uid)
+        room = "crash-" + uuid.uuid4().hex[:8]
+        partition = None
+
+        # 1. The dead attempt's record reached Kafka.
+        body = json.dumps({"text": "written"}).encode()
+        dead_id = _ulid(now - 500)
+        record = json.dumps({"id": dead_id, "room": room, "uid": uid, "name": uid,
+                             "text": "written", "color": "#ffffff", "mode": "scroll",
+                             "size": "normal", "ts": now - 500}, separators=(",", ":"))
+        partition, offset = _produce(crash_kafka, room, record)
+        _dead_claim(uid, "k-found", room, body, dead_id, partition, now - 500, 0)
+        status, headers, got = _post_raw(node.port, room, token, body, "k-found")
+        assert status == 201, got
+        assert headers.get("idempotent-replayed") == "true", headers
+        assert (got["id"], got["partition"], got["offset"]) == (dead_id, partition, offset), got
+        again = _post_raw(node.port, room, token, body, "k-found")
+        assert again[0] == 201 and again[2] == got, again
+
+        # 2. It never reached Kafka: the retry publishes, once.
+        body2 = json.dumps({"text": "lost"}).encode()
+        _dead_claim(uid, "k-absent", room, body2, _ulid(now - 400), partition, now - 400, 0)
+        status, headers, fresh = _post_raw(node.port, room, token, body2, "k-absent")
+        assert status == 201 and "idempotent-replayed" not in headers, (status, headers, fresh)
+        again = _post_raw(node.port, room, token, body2, "k-absent")
+        assert again[0] == 201 and again[2] == fresh, again
+
+        # 3. Within its deadline the first attempt may still be publishing.
+        body3 = json.dumps({"text": "busy"}).encode()
+        _dead_claim(uid, "k-busy", room, body3, _ulid(now), partition, now, now + 60000)
+        status, headers, busy = _post_raw(node.port, room, token, body3, "k-busy")
+        assert status == 409 and busy["error"] == "in_progress", (status, busy)
+        assert int(headers["retry-after"]) >= 1
+
+        assert _recoveries(node.port) == {"found": 1, "absent": 1, "failed": 0}
+        end = fresh["offset"]
+        records = read_partition(crash_kafka.bootstrap, partition, offset, end)
+        ids = [json.loads(v)["id"] for _, k, v in records if k == room]
+        assert ids == [dead_id, fresh["id"]], ids
+    finally:
+        node.assert_clean_exit()
+
+
+def test_ingest_node_killed_while_clients_retry(crash_kafka):
+    """Two ingest nodes take keyed comments from eight clients; each node in
+    turn is killed with SIGKILL mid-load and a new one started. A client
+    whose answer was lost retries with the same key on the other node,
+    which waits out the dead attempt's claim and then asks Kafka whether
+    its record was written. Every comment ends accepted, and the topic
+    holds each exactly once."""
+    nodes = [_start_crash_ingest(crash_kafka), _start_crash_ingest(crash_kafka)]
+    killed = []
+    room = "crash-load-" + uuid.uuid4().hex[:8]
+    stop, abort = threading.Event(), threading.Event()
+    posters = []
+    try:
+        for n in nodes:
+            _wait_ready(n.port, 30)
+        ports = [n.port for n in nodes]
+        posters = [Poster(ports, room, f"ck{i}-{uuid.uuid4().hex[:6]}", stop, abort,
+                          pause=0.01, retries=60)
+                   for i in range(8)]
+        for i, p in enumerate(posters):
+            p.turn = i  # half start on each node
+        t_start = time.monotonic()
+        _run_posters(posters)
+        for victim in (0, 1):
+            accepted = sum(a.status == 201 for p in posters for a in list(p.attempts))
+            while sum(a.status == 201 for p in posters for a in list(p.attempts)) < accepted + 60:
+                assert time.monotonic() - t_start < 90, "no load before the kill"
+                time.sleep(0.02)
+            nodes[victim].proc.send_signal(signal.SIGKILL)
+            nodes[victim].proc.wait()
+            killed.append(nodes[victim])
+            nodes[victim] = _start_crash_ingest(crash_kafka)
+            _wait_ready(nodes[victim].port, 30)
+            ports[victim] = nodes[victim].port
+        time.sleep(1)
+        stop.set()
+        _join_posters(posters, 120)
+
+        last, _ = _post_until_201(nodes[0].port, room, mint("ck-end"), "end-" + room)
+        partition, end = last.body["partition"], last.body["offset"]
+        records = read_partition(crash_kafka.bootstrap, partition, 0, end)
+        records = [r for r in records if r[1] == room]
+        attempts = [a for p in posters for a in p.attempts] + [last]
+        unresolved = [t for p in posters for t in p.unresolved]
+        unknown = [t for p in posters for t in p.unknown]
+        lost_answers = sum(1 for a in attempts if a.status is None)
+        replayed = sum(1 for a in attempts
+                       if a.status == 201 and a.headers.get("idempotent-replayed") == "true")
+        statuses = {}
+        for a in attempts:
+            statuses[a.status] = statuses.get(a.status, 0) + 1
+        recov = {k: sum(_recoveries(n.port)[k] for n in nodes)
+                 for k in ("found", "absent", "failed")}
+        figures, dup_texts = _check_accepted_in_topic(attempts, records, room)
+        print(f"\n[ingest killed x2] attempts={len(attempts)} statuses={statuses} "
+              f"answers_lost={lost_answers} replayed_201={replayed} "
+              f"recoveries_on_survivors={recov} topic={figures} "
+              f"published_twice={len(dup_texts)} outcome_unknown={len(unknown)} "
+              f"total={time.monotonic() - t_start:.1f}s")
+        assert not unresolved, f"comments never accepted: {unresolved[:5]}"
+        assert set(statuses) <= {201, 409, 503, None}, statuses
+        assert lost_answers >= 1, "the kills interrupted no request"
+        assert not dup_texts, f"comments in the topic twice: {dict(list(dup_texts.items())[:3])}"
+        # Every comment a client sent is in the topic, once.
+        sent = {a.text for a in attempts} - set(unknown)
+        in_topic = {json.loads(v)["text"] for _, _, v in records}
+        assert sent <= in_topic, f"accepted yet missing: {sorted(sent - in_topic)[:5]}"
+    finally:
+        abort.set()
+        stop.set()
+        for p in posters:
+            p.join(30)
+        for n in nodes:
+            _stop_node(n)
+        for n in killed:
+            n.stderr.close()
 
 
 # ---------------------------------------------------------------------------
