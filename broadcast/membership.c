@@ -60,12 +60,15 @@ static void write_share(struct dm_membership *m, const char *room, size_t count)
 static void heartbeat(struct dm_membership *m)
 {
     char key[KEY_MAX];
-    long long now = (long long)dm_now_ms();
+    /* Readers count a node live for membership_ttl_ms after its heartbeat;
+     * the entry stays a little longer for clock skew between nodes. */
+    long long now = (long long)dm_now_ms(), keep = 3 * (long long)m->cfg->membership_ttl_ms;
     snprintf(key, sizeof(key), "%snodes", m->cfg->redis_prefix);
     dm_redis_commandf(m->redis, NULL, NULL, "ZADD %s %lld %s", key, now, m->node);
-    /* Long-dead nodes leave the registry; readers ignore stale ones anyway. */
-    dm_redis_commandf(m->redis, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %lld", key,
-                      now - 10 * (long long)m->cfg->membership_ttl_ms);
+    /* Dead nodes leave the registry, and when every node is gone the
+     * registry itself expires. */
+    dm_redis_commandf(m->redis, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %lld", key, now - keep);
+    dm_redis_commandf(m->redis, NULL, NULL, "PEXPIRE %s %lld", key, keep);
 }
 
 static void write_room(struct dm_room *r, void *arg)

@@ -845,6 +845,10 @@ class DedicatedRedis:
         with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
             pytest.fail(f"redis-server on port {self.port} did not start:\n{f.read()[-2000:]}")
 
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
     def pause(self):
         self.proc.send_signal(signal.SIGSTOP)
         self.paused = True
@@ -982,6 +986,139 @@ def test_redis_down_rate_limits_fall_back_then_recover(fault):
                 redis.remove()
             elif node is not None:
                 print("log kept: " + node.stderr_path)
+
+
+def _online(port, room):
+    status, _, body = http(port, "GET", f"/v1/rooms/{room}", timeout=5)
+    return body["online"] if status == 200 else None
+
+
+def _wait_online(port, room, want, timeout):
+    """Seconds until ingest reports `want` viewers online in room."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if _online(port, room) == want:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    pytest.fail(f"online count of {room} not {want} within {timeout}s: {_online(port, room)}")
+
+
+def _redis_keys(port):
+    """Every key of this test's prefix with its PTTL."""
+    keys = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        s.sendall(b"*2\r\n$4\r\nKEYS\r\n$%d\r\n%s*\r\n" % (len(REDIS_PREFIX) + 1,
+                                                          REDIS_PREFIX.encode()))
+        n = int(f.readline()[1:])
+        for _ in range(n):
+            ln = int(f.readline()[1:])
+            keys.append(f.read(ln + 2)[:-2].decode())
+    return {k: int(_redis(port, "PTTL", k)[1:]) for k in keys}
+
+
+def test_redis_killed_delivery_continues_membership_rebuilt_no_stale_keys():
+    """SIGKILL the dedicated Redis under two broadcast nodes and an ingest
+    node while comments flow to five viewers; start it again, empty. The
+    viewers get every comment throughout; the online count is rebuilt from
+    the nodes' next heartbeats; a node killed afterwards drops out of it
+    after membership_ttl_ms; and once the nodes stop, every key expires."""
+    ttl_ms = 2000
+    redis = DedicatedRedis()
+    ingest = None
+    bcasts, readers, killed = [], [], []
+    stop, abort = threading.Event(), threading.Event()
+    posters = []
+    try:
+        common = ("--redis-port", str(redis.port), "--redis-timeout-ms", "150",
+                  "--membership-ttl-ms", str(ttl_ms))
+        ingest = start_ingest(*common, "--history-ttl-ms", "3000")
+        bcasts = [start_broadcast(*common, "--online-interval-ms", "500", "--density-cap", "0")
+                  for _ in range(2)]
+        _wait_ready(ingest.port, 20)
+        room = "faults-member-" + uuid.uuid4().hex[:8]
+        joined = []
+        for i in range(5):
+            ws = connected(bcasts[0 if i < 3 else 1].port, room)
+            j = ws.recv_json(timeout=20)
+            assert j["op"] == "joined", j
+            joined.append(j["offset"])
+            r = ViewerReader(ws)
+            r.start()
+            readers.append(r)
+        _wait_online(ingest.port, room, 5, 10)
+
+        posters = [Poster(ingest.port, room, f"fm{i}-{uuid.uuid4().hex[:6]}", stop, abort,
+                          keyed=False, pause=0.05) for i in range(2)]
+        _run_posters(posters)
+        time.sleep(1)
+        t_kill = time.monotonic()
+        redis.kill()
+        during = []
+        while time.monotonic() - t_kill < 3:
+            during.append(_online(ingest.port, room))
+            time.sleep(0.5)
+        accepted_during = sum(1 for p in posters for a in list(p.attempts)
+                              if a.status == 201 and a.t0 > t_kill)
+        redis.start()
+        rebuilt = _wait_online(ingest.port, room, 5, ttl_ms / 1000 * 3)
+        time.sleep(1)
+        stop.set()
+        _join_posters(posters, 30)
+
+        attempts = [a for p in posters for a in p.attempts]
+        accepted = sorted(a.body["offset"] for a in attempts if a.status == 201)
+        assert accepted_during >= 5, "no comment accepted while Redis was down"
+        assert {a.status for a in attempts} == {201}, {a.status for a in attempts}
+        # Every viewer got every comment, once, in offset order.
+        for r, j in zip(readers, joined):
+            assert r.wait_offset(accepted[-1], 20), f"viewer stopped short: {r.error}"
+            got = [m["offset"] for m in list(r.msgs) if m.get("op") == "danmaku"]
+            assert got == [o for o in accepted if o > j], (len(got), len(accepted))
+
+        # A node killed now leaves the count when its share expires.
+        bcasts[1].proc.send_signal(signal.SIGKILL)
+        bcasts[1].proc.wait()
+        killed.append(bcasts.pop())
+        dropped = _wait_online(ingest.port, room, 3, ttl_ms / 1000 * 3)
+
+        # Every key is bounded in time; none outlives the nodes for long.
+        keys = _redis_keys(redis.port)
+        forever = [k for k, ttl in keys.items() if ttl < 0]
+        assert not forever, f"keys without a TTL: {forever}"
+        for r in readers:
+            r.done.set()
+        for b in bcasts:
+            _stop_node(b)
+        bcasts = []
+        _stop_node(ingest)
+        ingest = None
+        t_stopped = time.monotonic()
+        # The longest TTL: the node registry, 3 x membership_ttl_ms after the
+        # last heartbeat of the node killed above.
+        while _redis_keys(redis.port):
+            assert time.monotonic() - t_stopped < 3 * ttl_ms / 1000 + 5, \
+                f"stale keys: {_redis_keys(redis.port)}"
+            time.sleep(0.2)
+        print(f"\n[redis killed] accepted={len(accepted)} during_outage={accepted_during} "
+              f"online_during={during} rebuilt_after={rebuilt:.2f}s "
+              f"dead_node_dropped_after={dropped:.2f}s "
+              f"keys_at_end={len(keys)} all_expired_after={time.monotonic() - t_stopped:.2f}s")
+    finally:
+        abort.set()
+        stop.set()
+        for p in posters:
+            p.join(30)
+        for r in readers:
+            r.done.set()
+            r.join(10)
+            r.ws.close()
+        for node in bcasts + [ingest]:
+            _stop_node(node)
+        for node in killed:
+            node.stderr.close()
+        redis.stop()
+        redis.remove()
 
 
 # ---------------------------------------------------------------------------
