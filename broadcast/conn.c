@@ -471,6 +471,17 @@ static int authenticate(struct dm_conn *c, const char *token, const char **reaso
         free(claims);
         return -1;
     }
+    /* A new token takes over the connection: it must allow every room
+     * the old one let it join, or the rooms claim could be outlived. */
+    struct dm_member *m;
+    LIST_FOREACH(m, &c->members, conn_link) {
+        if (!dm_jwt_claims_allow_room(claims, m->room->name)) {
+            dm_jwt_claims_fini(claims);
+            free(claims);
+            *reason = "the token does not allow a room this connection is in";
+            return -1;
+        }
+    }
     if (c->claims != NULL) {
         dm_jwt_claims_fini(c->claims);
         free(c->claims);
@@ -949,7 +960,7 @@ void dm_conns_expire_tokens(struct dm_bcast *b, int64_t now_s)
 
     for (c = TAILQ_FIRST(&b->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
-        if (c->state == CONN_OPEN && c->claims != NULL && c->claims->exp + leeway < now_s) {
+        if (c->state == CONN_OPEN && c->claims != NULL && c->claims->exp < now_s - leeway) {
             send_error(c, "token_expired", "the token expired; reconnect with a fresh one");
             dm_conn_close(c, DM_CLOSE_POLICY);
         }

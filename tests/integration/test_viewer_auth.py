@@ -2,6 +2,10 @@
 `auth` op, the rooms claim, expiry closing with 1008, and the Origin
 allow-list."""
 
+import base64
+import hashlib
+import hmac
+import json
 import socket
 import struct
 import time
@@ -18,6 +22,16 @@ def gated():
                         "--ws-allowed-origins", "https://good.example, https://also.example")
     yield n
     n.assert_clean_exit()
+
+
+def _hs256(claims):
+    """A token minted here, for claims the token tool does not make."""
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    with open(SECRET_FILE, "rb") as f:
+        secret = f.read().rstrip(b"\n")
+    signing = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
+    return (signing + b"." + b64(hmac.new(secret, signing, hashlib.sha256).digest())).decode()
 
 
 def hello(ws):
@@ -51,6 +65,41 @@ def test_token_in_the_url_and_the_rooms_claim(gated):
     ws.send_json({"op": "join", "room": "elsewhere"})
     assert ws.recv_json()["code"] == "forbidden"
     ws.close()
+
+
+def test_a_new_token_must_allow_the_rooms_already_joined(gated):
+    """Otherwise a short-lived token for a private room could be swapped for
+    a long-lived one for another room, and the viewer kept watching."""
+    ws = WSClient(gated.port, f"/v1/ws?room=private-a&token={mint('max', rooms='private-a')}")
+    hello(ws)
+    assert ws.recv_json(timeout=20)["op"] == "joined"
+    ws.send_json({"op": "auth", "token": mint("max", ttl=86400, rooms="public-*")})
+    assert ws.recv_json()["code"] == "unauthorized"
+    assert close_code(ws) == 1008
+    # One that still allows the room is taken.
+    ws = WSClient(gated.port, f"/v1/ws?room=private-b&token={mint('max', rooms='private-*')}")
+    hello(ws)
+    assert ws.recv_json(timeout=20)["op"] == "joined"
+    ws.send_json({"op": "auth", "token": mint("max", ttl=86400, rooms="private-b")})
+    ws.send_json({"op": "ping", "id": 7})
+    assert ws.recv_json() == {"op": "pong", "id": 7}
+    ws.close()
+
+
+def test_the_largest_exp_is_no_overflow():
+    """exp + leeway must not overflow (UBSan aborts the node in the ASan build)."""
+    node = start_broadcast("--jwt-key-file", SECRET_FILE, "--allow-anonymous", "false",
+                           "--jwt-leeway-s", "30")
+    try:
+        ws = WSClient(node.port, f"/v1/ws?room=far&token={_hs256({'sub': 'nat', 'exp': 2**63 - 1})}")
+        hello(ws)
+        assert ws.recv_json(timeout=20)["op"] == "joined"
+        time.sleep(1.5)  # the expiry sweep runs every second
+        ws.send_json({"op": "ping", "id": 1})
+        assert ws.recv_json() == {"op": "pong", "id": 1}
+        ws.close()
+    finally:
+        node.assert_clean_exit()
 
 
 def test_bad_tokens(gated):
