@@ -12,8 +12,10 @@
 #include "broadcast/consumer.h"
 #include "broadcast/membership.h"
 #include "broadcast/room.h"
+#include "common/accept_pause.h"
 #include "common/auth.h"
 #include "common/check.h"
+#include "common/connlimit.h"
 #include "common/jwt.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -761,28 +763,52 @@ static void query_room_online(struct dm_room *r, void *arg)
 
 /* ---- node events ---- */
 
+/* A connection over a limit: a 503 the client can read, then the close. */
+static void refuse(struct dm_bcast *b, evutil_socket_t fd, enum dm_metric metric, const char *why)
+{
+    dm_metrics_inc(b->m, metric, 1);
+    DM_LOG(DM_LOG_DEBUG, "msg=\"connection refused\" reason=%s", why);
+    dm_connlimit_answer(fd, 503, "too_many_connections",
+                        b->draining ? "this node is shutting down; connect to another"
+                                    : "too many connections; retry later");
+    evutil_closesocket(fd);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
                       int socklen, void *arg)
 {
     struct dm_bcast *b = arg;
+    struct dm_connlimit_slot slot;
     DM_UNUSED(l);
-    DM_UNUSED(addr);
     DM_UNUSED(socklen);
 
-    if (b->draining || b->nconns >= b->max_connections) {
-        dm_metrics_inc(b->m, DM_M_CONNECTIONS_REFUSED, 1);
-        evutil_closesocket(fd);
+    if (b->draining) {
+        refuse(b, fd, DM_M_CONNECTIONS_REFUSED_DRAINING, "draining");
+        return;
+    }
+    enum dm_connlimit_verdict v = dm_connlimit_acquire(b->limits, addr, &slot);
+    if (v != DM_CONNLIMIT_OK) {
+        refuse(b, fd,
+               v == DM_CONNLIMIT_PER_IP ? DM_M_CONNECTIONS_REFUSED_PER_IP
+                                        : DM_M_CONNECTIONS_REFUSED_MAX,
+               dm_connlimit_reason(v));
         return;
     }
     dm_metrics_inc(b->m, DM_M_CONNECTIONS_ACCEPTED, 1);
-    dm_conn_accept(b, fd);
+    dm_conn_accept(b, fd, &slot);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    DM_UNUSED(l);
-    DM_UNUSED(arg);
+    struct dm_bcast *b = arg;
     int e = EVUTIL_SOCKET_ERROR();
+    DM_UNUSED(l);
+
+    /* Out of descriptors: pause rather than spin on the readable listener. */
+    if (b->accept_pause != NULL && dm_accept_pause_on_error(b->accept_pause, e)) {
+        dm_metrics_inc(b->m, DM_M_ACCEPT_PAUSES, 1);
+        return;
+    }
     DM_LOG(DM_LOG_WARN, "msg=\"accept failed\" err=\"%s\"", evutil_socket_error_to_string(e));
 }
 
@@ -918,7 +944,7 @@ static void on_close_drain(evutil_socket_t fd, short what, void *arg)
 
 struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
                               const char *node, struct dm_metrics *metrics, int listen_fd,
-                              size_t max_connections, char err[DM_ERRLEN])
+                              struct dm_connlimit *limits, char err[DM_ERRLEN])
 {
     struct dm_bcast *b = dm_calloc(1, sizeof(*b));
     int64_t hb = cfg->heartbeat_ms;
@@ -934,7 +960,7 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
     b->rooms = dm_rooms_new((int32_t)cfg->kafka_partitions);
     b->metrics = metrics;
     b->m = dm_metrics_shard_new(metrics);
-    b->max_connections = max_connections;
+    b->limits = limits;
     b->parts = dm_calloc((size_t)cfg->kafka_partitions, sizeof(*b->parts));
     b->close_drain = event_new(base, -1, 0, on_close_drain, b);
     b->heartbeat = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
@@ -979,6 +1005,9 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
         goto fail;
     }
     evconnlistener_set_error_cb(b->listener, on_accept_error);
+    b->accept_pause = dm_accept_pause_new(base, b->listener, err);
+    if (b->accept_pause == NULL)
+        goto fail;
     return b;
 
 fail:
@@ -992,6 +1021,9 @@ size_t dm_bcast_drain(struct dm_bcast *b)
 {
     if (!b->draining) {
         b->draining = true;
+        /* A pending resume must not enable the listener again. */
+        dm_accept_pause_free(b->accept_pause);
+        b->accept_pause = NULL;
         if (b->listener != NULL)
             evconnlistener_disable(b->listener);
         dm_conns_close_all(b, DM_CLOSE_SHUTDOWN);
@@ -1005,6 +1037,7 @@ void dm_bcast_free(struct dm_bcast *b)
 {
     if (b == NULL)
         return;
+    dm_accept_pause_free(b->accept_pause);
     if (b->listener != NULL)
         evconnlistener_free(b->listener);
     /* Remaining connections, closing or not, go without waiting for peers. */

@@ -16,7 +16,9 @@
 struct event;
 struct event_base;
 struct evconnlistener;
+struct dm_accept_pause;
 struct dm_config;
+struct dm_connlimit;
 struct dm_consumer;
 struct dm_membership;
 struct dm_jwt_verifier;
@@ -47,6 +49,8 @@ struct dm_bcast {
     const struct dm_config *cfg; /* borrowed from main */
     const char *node;            /* borrowed */
     struct evconnlistener *listener;
+    struct dm_accept_pause *accept_pause; /* NULL once draining */
+    struct dm_connlimit *limits;          /* borrowed: the process's, shared by the workers */
     struct dm_consumer *consumer;
     struct dm_membership *membership;
     struct dm_jwt_verifier *verifier; /* NULL when no key is configured */
@@ -70,17 +74,17 @@ struct dm_bcast {
     int64_t next_online_ms; /* when the next online pushes go out */
     uint64_t next_conn_id;
     bool draining; /* SIGTERM: no new connections */
-    size_t max_connections;
 };
 
 /* Builds one worker of the node: rooms, Kafka consumer, viewers accepted
  * from listen_fd (taken over; every worker has its own, SO_REUSEPORT, so
- * the kernel spreads connections) up to max_connections. base, cfg, node
- * (this worker's name in Redis) and metrics (shared by the workers, each
- * recording into its own shard) are borrowed. NULL with err. */
+ * the kernel spreads connections) within the limits of the process. base,
+ * cfg, node (this worker's name in Redis), metrics (shared by the workers,
+ * each recording into its own shard) and limits (shared by the workers)
+ * are borrowed. NULL with err. */
 struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *cfg,
                               const char *node, struct dm_metrics *metrics, int listen_fd,
-                              size_t max_connections, char err[DM_ERRLEN]);
+                              struct dm_connlimit *limits, char err[DM_ERRLEN]);
 
 /* The Prometheus text of /metrics; caller frees. */
 char *dm_bcast_metrics(struct dm_bcast *b, size_t *len);

@@ -26,6 +26,7 @@
 #include "broadcast/room.h"
 #include "common/check.h"
 #include "common/config.h"
+#include "common/connlimit.h"
 #include "common/hash.h"
 #include "common/jwt.h"
 #include "common/log.h"
@@ -72,10 +73,11 @@ struct dm_conn {
     struct dm_ws_msg msg; /* fragmented message being received */
     unsigned char *frag;  /* its payload so far (only when fragmented) */
     size_t frag_len;
-    uint16_t peer_close_code;     /* echoed in our close frame */
-    struct dm_jwt_claims *claims; /* owned; NULL: anonymous */
-    TAILQ_ENTRY(dm_conn) link;    /* b->conns or b->closing */
-    struct dm_conn *next_flush;   /* b->flushq */
+    uint16_t peer_close_code;      /* echoed in our close frame */
+    struct dm_jwt_claims *claims;  /* owned; NULL: anonymous */
+    struct dm_connlimit_slot slot; /* its count in b->limits, until the socket closes */
+    TAILQ_ENTRY(dm_conn) link;     /* b->conns or b->closing */
+    struct dm_conn *next_flush;    /* b->flushq */
 };
 
 static const struct {
@@ -122,7 +124,7 @@ static void watch(struct dm_conn *c, bool want_write)
     event_add(&c->ev, NULL);
 }
 
-void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd)
+void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd, const struct dm_connlimit_slot *slot)
 {
     struct dm_conn *c = dm_calloc(1, sizeof(*c));
     int one = 1;
@@ -135,6 +137,7 @@ void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd)
     c->id = ++b->next_conn_id;
     c->b = b;
     c->fd = fd;
+    c->slot = *slot;
     c->last_read_ms = c->state_since_ms = dm_now_ms();
     LIST_INIT(&c->members);
     dm_ws_msg_init(&c->msg);
@@ -150,6 +153,7 @@ static void conn_free(struct dm_conn *c)
     if (event_initialized(&c->ev))
         event_del(&c->ev);
     evutil_closesocket(c->fd);
+    dm_connlimit_release(c->b->limits, &c->slot);
     for (uint32_t i = 0; i < c->out_len; i++)
         dm_frame_unref(c->out[(c->out_head + i) % c->out_cap].f);
     free(c->out);

@@ -11,6 +11,7 @@
 
 struct dm_bcast;
 struct dm_conn;
+struct dm_connlimit_slot;
 struct dm_frame;
 struct dm_member;
 
@@ -32,9 +33,10 @@ enum dm_close_reason {
     DM_CLOSE_POLICY,            /* 1008: token refused or expired */
 };
 
-/* Takes ownership of an accepted socket fd and starts the handshake. The
- * connection links itself into b->conns. Closes fd on failure. */
-void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd);
+/* Takes ownership of an accepted socket fd and of what slot holds in
+ * b->limits (copied; given back when the socket is closed), and starts the
+ * handshake. The connection links itself into b->conns. */
+void dm_conn_accept(struct dm_bcast *b, evutil_socket_t fd, const struct dm_connlimit_slot *slot);
 
 /* What became of a frame given to a viewer. */
 enum dm_send_result {

@@ -7,6 +7,7 @@
 #include <event2/thread.h>
 
 #include "broadcast/worker.h"
+#include "common/connlimit.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/process.h"
@@ -20,6 +21,7 @@ int main(int argc, char **argv)
     struct dm_process proc;
     struct dm_worker *workers[DM_MAX_WORKERS] = {0};
     struct dm_metrics *metrics = NULL;
+    struct dm_connlimit *limits = NULL;
     char err[DM_ERRLEN];
     int n, port = 0, status = 1;
 
@@ -31,6 +33,10 @@ int main(int argc, char **argv)
     const struct dm_config *cfg = &proc.cfg;
     n = dm_process_worker_count(cfg);
     metrics = dm_metrics_new(DM_METRICS_B);
+    /* One count for the whole process: the kernel's spread of connections
+     * over the workers' listeners is uneven, so per-worker shares of the
+     * limit would refuse some while another worker has room. */
+    limits = dm_connlimit_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_ip);
 
     port = (int)cfg->ws_port;
     for (int k = 0; k < n; k++) {
@@ -38,9 +44,7 @@ int main(int argc, char **argv)
         int fd = dm_process_listen(&proc, k, n, &port, 4096, node, sizeof(node), err);
         if (fd < 0)
             goto fail;
-        size_t share = (size_t)cfg->max_connections / (size_t)n +
-                       ((size_t)k < (size_t)cfg->max_connections % (size_t)n);
-        workers[k] = dm_worker_start(cfg, node, metrics, fd, share, err);
+        workers[k] = dm_worker_start(cfg, node, metrics, fd, limits, err);
         if (workers[k] == NULL)
             goto fail;
     }
@@ -62,6 +66,7 @@ out:
     for (int k = 0; k < n; k++)
         dm_worker_join(workers[k]);
     dm_metrics_free(metrics);
+    dm_connlimit_free(limits);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");
     dm_process_fini(&proc);
     return status;

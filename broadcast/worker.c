@@ -47,8 +47,8 @@ static void finish(struct event_base *base, void *arg)
 }
 
 struct dm_worker *dm_worker_start(const struct dm_config *cfg, const char *node,
-                                  struct dm_metrics *metrics, int listen_fd, size_t max_connections,
-                                  char err[DM_ERRLEN])
+                                  struct dm_metrics *metrics, int listen_fd,
+                                  struct dm_connlimit *limits, char err[DM_ERRLEN])
 {
     struct dm_worker *w = dm_calloc(1, sizeof(*w));
 
@@ -58,8 +58,8 @@ struct dm_worker *dm_worker_start(const struct dm_config *cfg, const char *node,
         evutil_closesocket(listen_fd);
         goto fail;
     }
-    w->b = dm_bcast_new(dm_loop_thread_base(w->loop), cfg, w->node, metrics, listen_fd,
-                        max_connections, err);
+    w->b =
+        dm_bcast_new(dm_loop_thread_base(w->loop), cfg, w->node, metrics, listen_fd, limits, err);
     if (w->b == NULL || dm_loop_thread_start(w->loop, finish, w, err) < 0)
         goto fail;
     return w;

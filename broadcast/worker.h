@@ -11,16 +11,17 @@
 #include "common/util.h"
 
 struct dm_config;
+struct dm_connlimit;
 struct dm_metrics;
 struct dm_worker;
 
 /* Builds the worker (on the calling thread, so start-up errors come back
- * here) and starts its thread. cfg and metrics are borrowed; listen_fd is
- * taken over; node is copied. libevent's thread support must be on. NULL
- * with err. */
+ * here) and starts its thread. cfg, metrics and limits (the process's
+ * connection limits) are borrowed; listen_fd is taken over; node is copied.
+ * libevent's thread support must be on. NULL with err. */
 struct dm_worker *dm_worker_start(const struct dm_config *cfg, const char *node,
-                                  struct dm_metrics *metrics, int listen_fd, size_t max_connections,
-                                  char err[DM_ERRLEN]);
+                                  struct dm_metrics *metrics, int listen_fd,
+                                  struct dm_connlimit *limits, char err[DM_ERRLEN]);
 
 /* Asks the worker, from any thread, to drain (viewers told to reconnect,
  * close 1012, Redis share withdrawn) and end its loop within deadline_ms. */

@@ -20,6 +20,9 @@ DM_CONF(http_port, INT, "8080", 0, 65535, I, "ingest HTTP port (0: pick a free o
 DM_CONF(max_body, SIZE, "4k", 256, 1048576, I, "largest accepted request body")
 DM_CONF(max_text_chars, INT, "100", 1, 1000, I, "longest comment text in code points")
 DM_CONF(http_timeout_ms, INT, "10000", 100, 600000, I, "HTTP read/write idle timeout")
+DM_CONF(http_request_timeout_ms, INT, "5000", 100, 600000, I,
+        "a request (head and body) must arrive in full within this long of the connection "
+        "opening or of its first byte; slower clients are answered 408 and closed (slowloris)")
 DM_CONF(retry_after_s, INT, "1", 1, 3600, I, "Retry-After seconds sent with 503")
 DM_CONF(blocked_words_file, STR, "", 0, 0, I,
         "blocked words or phrases, one per line, # comments (empty: no filter)")
@@ -86,7 +89,13 @@ DM_CONF(density_cap, INT, "500", 0, 1000000, B,
 DM_CONF(online_interval_ms, INT, "5000", 0, 600000, B,
         "push each room's online count this often (0: never)")
 DM_CONF(workers, INT, "0", 0, 256, IB, "event-loop threads (0: one per CPU this process may use)")
-DM_CONF(max_connections, INT, "19000", 1, 10000000, B, "connections this node accepts")
+DM_CONF(max_connections, INT, "19000", 1, 10000000, IB,
+        "client connections this node holds at once (viewers, or HTTP senders); more are "
+        "answered 503 and closed. Keep it below the process's descriptor limit")
+DM_CONF(max_connections_per_ip, INT, "0", 0, 10000000, IB,
+        "client connections one address may hold at once (IPv6: one /64), more are answered "
+        "503 and closed (0: no limit). Leave it 0 behind a load balancer or proxy that does not "
+        "pass the client address (no PROXY protocol): every peer is then the balancer")
 DM_CONF(max_rooms, INT, "8", 1, 1024, B, "rooms one connection may join")
 DM_CONF(max_message, SIZE, "4k", 128, 1048576, B, "largest client message")
 DM_CONF(max_header, SIZE, "8k", 1024, 65536, B, "largest handshake request head")

@@ -21,8 +21,6 @@
 DM_METRIC(CONNECTIONS, GAUGE, connections, "", B, "Open viewer connections")
 DM_METRIC(CONNECTIONS_ACCEPTED, COUNTER, connections_accepted, "", B,
           "Viewer TCP connections accepted")
-DM_METRIC(CONNECTIONS_REFUSED, COUNTER, connections_refused, "", B,
-          "Viewer connections refused at accept: over max_connections or draining")
 DM_METRIC(HANDSHAKE_FAILURES, COUNTER, handshake_failures, "", B,
           "WebSocket handshakes refused or malformed")
 DM_METRIC(ROOMS, GAUGE, rooms, "", B, "Rooms with at least one viewer on this node")
@@ -136,6 +134,10 @@ DM_METRIC(HTTP_ROUTE_METRICS, COUNTER, http_requests_by_route, "route=\"metrics\
           "Ingest HTTP requests answered, by route")
 DM_METRIC(HTTP_ROUTE_OTHER, COUNTER, http_requests_by_route, "route=\"other\"", I,
           "Ingest HTTP requests answered, by route")
+DM_METRIC(HTTP_CONNECTIONS, GAUGE, http_connections, "", I, "Open ingest HTTP connections")
+DM_METRIC(HTTP_REQUEST_TIMEOUTS, COUNTER, http_request_timeouts, "", I,
+          "HTTP connections closed because a request did not arrive within "
+          "http_request_timeout_ms")
 DM_METRIC(HTTP_REQUEST_LATENCY, HISTOGRAM, http_request_duration_seconds, "", I,
           "Time from an HTTP request's arrival to its answer")
 
@@ -172,6 +174,17 @@ DM_METRIC(COMMENTS_BLOCKED, COUNTER, comments_blocked, "", I,
           "Comments refused for a blocked word (blocked_words_action = reject)")
 DM_METRIC(COMMENTS_MASKED, COUNTER, comments_masked, "", I,
           "Comments published with blocked words masked (blocked_words_action = mask)")
+
+/* Both: accepting */
+DM_METRIC(CONNECTIONS_REFUSED_MAX, COUNTER, connections_refused, "reason=\"max_connections\"", IB,
+          "Client connections refused at accept, by reason")
+DM_METRIC(CONNECTIONS_REFUSED_PER_IP, COUNTER, connections_refused,
+          "reason=\"max_connections_per_ip\"", IB,
+          "Client connections refused at accept, by reason")
+DM_METRIC(CONNECTIONS_REFUSED_DRAINING, COUNTER, connections_refused, "reason=\"draining\"", IB,
+          "Client connections refused at accept, by reason")
+DM_METRIC(ACCEPT_PAUSES, COUNTER, accept_pauses, "", IB,
+          "Times accepting stopped for a short pause: out of file descriptors or socket memory")
 
 /* Both */
 DM_METRIC(REDIS_ERRORS, COUNTER, redis_errors, "", IB,

@@ -70,6 +70,7 @@ struct dm_ingest *dm_ingest_new(struct event_base *base, const struct dm_config 
     in->metrics = shared->metrics;
     in->blocked = shared->blocked;
     in->mask_blocked = shared->mask_blocked;
+    in->limits = shared->limits;
     in->m = dm_metrics_shard_new(in->metrics);
     in->producer = dm_producer_new(base, cfg, in->m, err);
     if (in->producer == NULL) {

@@ -14,6 +14,7 @@
 struct event;
 struct event_base;
 struct dm_blocklist;
+struct dm_connlimit;
 struct dm_ratelimit;
 struct dm_config;
 struct dm_jwt_verifier;
@@ -31,6 +32,7 @@ struct dm_ingest_shared {
     struct dm_metrics *metrics;         /* a shard per worker */
     const struct dm_blocklist *blocked; /* NULL: no blocked words */
     bool mask_blocked;                  /* mask them instead of refusing the comment */
+    struct dm_connlimit *limits;        /* connections of the process, all workers */
 };
 
 struct dm_ingest {
@@ -40,6 +42,7 @@ struct dm_ingest {
     const struct dm_jwt_verifier *verifier; /* borrowed: immutable, shared by the workers */
     const struct dm_blocklist *blocked;     /* borrowed from the shared part; may be NULL */
     bool mask_blocked;
+    struct dm_connlimit *limits;     /* borrowed from the shared part */
     struct dm_ratelimit *ratelimit;  /* owned: over this worker's Redis connection */
     struct dm_producer *producer;    /* owned */
     struct dm_recovery *recovery;    /* owned: Idempotency-Key claims of dead attempts */

@@ -8,6 +8,7 @@
 
 #include "common/auth.h"
 #include "common/blocklist.h"
+#include "common/connlimit.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -51,6 +52,8 @@ int main(int argc, char **argv)
     shared.metrics = dm_metrics_new(DM_METRICS_I);
     shared.blocked = blocked;
     shared.mask_blocked = strcmp(cfg->blocked_words_action, "mask") == 0;
+    shared.limits =
+        dm_connlimit_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_ip);
     n = dm_process_worker_count(cfg);
     port = (int)cfg->http_port;
     for (int k = 0; k < n; k++) {
@@ -80,6 +83,7 @@ out:
     for (int k = 0; k < n; k++)
         dm_ingest_worker_join(workers[k]);
     dm_metrics_free(shared.metrics);
+    dm_connlimit_free(shared.limits);
     dm_blocklist_free(blocked);
     dm_jwt_verifier_free(verifier);
     DM_LOG(DM_LOG_INFO, "msg=\"stopped\"");

@@ -9,6 +9,7 @@ import hashlib
 import http.client as httpclient
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -72,15 +73,19 @@ def _kill_leftovers():
 class Node:
     """One server process started with port 0; its port is read from the port file."""
 
-    def __init__(self, binary, args, port_flag):
+    def __init__(self, binary, args, port_flag, nofile=None):
+        """nofile: a limit on the process's file descriptors (RLIMIT_NOFILE)."""
         self.dir = tempfile.mkdtemp(prefix="dm-node-")
         self.port_file = os.path.join(self.dir, "port")
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
         cmd = [os.path.join(BIN, binary), "--listen-host", "127.0.0.1", port_flag, "0",
                "--port-file", self.port_file, "--log-level", "debug"] + args
+        def limit_fds():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     preexec_fn=limit_fds if nofile is not None else None)
         _started.append(self)
         self.port = self._wait_port()
 
@@ -96,6 +101,12 @@ class Node:
             except (FileNotFoundError, ValueError):
                 time.sleep(0.02)
         raise RuntimeError("no port file from " + self.proc.args[0])
+
+    def cpu_seconds(self):
+        """User and system CPU time the process (all its threads) used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self):
         if not self.stderr.closed:
@@ -129,22 +140,22 @@ GENEROUS_LIMITS = ["--ratelimit-user-rate", "100000", "--ratelimit-user-burst", 
                    "--ratelimit-room-rate", "100000", "--ratelimit-room-burst", "100000"]
 
 
-def start_ingest(*extra, brokers=None):
+def start_ingest(*extra, brokers=None, nofile=None):
     """Later flags win, so extra can override any of these."""
     return Node("danmaku-ingest",
                 ["--kafka-brokers", brokers or kafka_bootstrap(), "--kafka-topic", topic(),
                  "--kafka-partitions", str(partitions()), "--jwt-key-file", SECRET_FILE,
                  "--redis-port", redis_port(), "--redis-prefix", REDIS_PREFIX] +
                 GENEROUS_LIMITS + list(extra),
-                "--http-port")
+                "--http-port", nofile=nofile)
 
 
-def start_broadcast(*extra):
+def start_broadcast(*extra, nofile=None):
     return Node("danmaku-broadcast",
                 ["--kafka-brokers", kafka_bootstrap(), "--kafka-topic", topic(),
                  "--kafka-partitions", str(partitions()), "--redis-port", redis_port(),
                  "--redis-prefix", REDIS_PREFIX, "--heartbeat-ms", "1000"] + list(extra),
-                "--ws-port")
+                "--ws-port", nofile=nofile)
 
 
 def http(port, method, path, body=None, headers=None, timeout=15):
@@ -163,6 +174,16 @@ def http(port, method, path, body=None, headers=None, timeout=15):
     except ValueError:
         parsed = raw.decode(errors="replace")
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, parsed
+
+
+def metric(port, series):
+    """The value of one series of a node's /metrics, e.g.
+    'danmaku_connections_refused_total{reason="max_connections"}'; 0 when absent."""
+    _, _, text = http(port, "GET", "/metrics", timeout=5)
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def post_comment(port, room, text, token, **fields):
