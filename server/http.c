@@ -39,8 +39,11 @@
 
 #define DM_HTTP_MAGIC 0x68747470u
 
-/* evhttp's own cap, far above max_body so that we answer 413 in JSON. */
-#define HTTP_HARD_BODY_LIMIT (1024 * 1024 + 1)
+/* evhttp buffers a whole body before on_request sees it, so its own cap is
+ * what bounds a request's memory: twice max_body, so that a body somewhat
+ * over the limit still gets our 413 in JSON, and a larger one evhttp's 413
+ * (and the connection closed) without being read. */
+#define HTTP_HARD_BODY_FACTOR 2
 
 struct hconn;
 TAILQ_HEAD(hconn_list, hconn);
@@ -694,7 +697,7 @@ struct dm_http *dm_http_new(struct dm_ingest *in, int listen_fd, char err[DM_ERR
     registry_set(h, true);
     evhttp_set_gencb(h->http, on_request, h);
     evhttp_set_bevcb(h->http, on_new_bev, h);
-    evhttp_set_max_body_size(h->http, HTTP_HARD_BODY_LIMIT);
+    evhttp_set_max_body_size(h->http, (ev_ssize_t)cfg->max_body * HTTP_HARD_BODY_FACTOR);
     evhttp_set_max_headers_size(h->http, 16 * 1024);
     evhttp_set_timeout(h->http, (int)((cfg->http_timeout_ms + 999) / 1000));
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
