@@ -141,3 +141,57 @@ fmt-check:
 	clang-format --dry-run --Werror $(FMT_SRCS)
 
 -include $(ALL_OBJS:.o=.d)
+
+# ---------------------------------------------------------------------------
+# Fuzzing with libFuzzer (fuzz/README.md). Apart from the modes above: the
+# harnesses fuzz/fuzz_*.c and their own copy of common/ are built with clang
+# under build/fuzz/, the objects with coverage instrumentation
+# (-fsanitize=fuzzer-no-link) and ASan+UBSan; only the harness link adds
+# libFuzzer's main.
+#
+#   make fuzz                   build, then fuzz each harness for FUZZ_SECONDS (60)
+#   make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS=fuzz_jwt   longer, one harness
+#   make fuzz FUZZ_MERGE=1      also merge new coverage into fuzz/corpus/
+#   make fuzz-build             only build the harnesses
+#   make fuzz-regress           replay fuzz/corpus/ and fuzz/regressions/ once
+
+FUZZ_CC      ?= clang
+FUZZ_OPT     ?= -O1 -g
+FUZZ_SECONDS ?= 60
+FUZZ_MERGE   ?= 0
+FUZZ_TARGETS ?=
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := $(STD) $(WARN) $(WERROR) $(FUZZ_OPT) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP
+FUZZ_SRCS    := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
+FUZZ_LIBDM   := $(FUZZ_BUILD)/libdm.a
+FUZZ_OBJS    := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(COMMON_SRCS) $(FUZZ_SRCS))
+FMT_SRCS     += $(wildcard fuzz/*.[ch])
+
+.PHONY: fuzz fuzz-build fuzz-regress
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_MERGE=$(FUZZ_MERGE) FUZZ_BUILD=$(FUZZ_BUILD) \
+	    fuzz/run.sh fuzz $(FUZZ_TARGETS)
+
+fuzz-regress: fuzz-build
+	$(Q)FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh regress $(FUZZ_TARGETS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $< (fuzz)")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_LIBDM): $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(COMMON_SRCS))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(FUZZ_BINS): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/fuzz/%.o $(FUZZ_LIBDM)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+-include $(FUZZ_OBJS:.o=.d)

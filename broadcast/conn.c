@@ -654,11 +654,15 @@ static int handle_frame(struct dm_conn *c, const struct dm_ws_frame *f, uint8_t 
 static bool text_prefix_valid(struct dm_conn *c, const struct dm_ws_frame *f, const uint8_t *data,
                               size_t avail)
 {
-    bool text = f->opcode == DM_WS_OP_TEXT ||
+    /* Only a frame the message state will take: one it refuses from its
+     * header alone (a TEXT inside an open message, a continuation past
+     * max_message) gets that refusal, 1002 or 1009, whether it arrived in
+     * one read or in pieces, never a 1007 for its first bytes. */
+    bool text = (f->opcode == DM_WS_OP_TEXT && c->msg.opcode == 0) ||
                 (f->opcode == DM_WS_OP_CONT && c->msg.opcode == DM_WS_OP_TEXT);
     size_t have = avail - f->header_len;
 
-    if (!text || have == 0)
+    if (!text || have == 0 || f->payload_len > (uint64_t)c->b->cfg->max_message - c->msg.len)
         return true;
     uint8_t *copy = dm_malloc(have);
     memcpy(copy, data + f->header_len, have);

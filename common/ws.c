@@ -150,8 +150,11 @@ enum head_scan {
 };
 
 /* Looks at buf[0..len) without going past max bytes. Skips empty lines
- * before the start line (RFC 7230 §3.5). Sets *start to the start line and,
- * when the head is complete, *end just past its empty line. */
+ * before the start line (RFC 7230 §3.5). Sets *start to the start line and
+ * *end just past its empty line when the head is complete, else just past
+ * the bytes the verdict rests on (the bad byte, or all that was looked at),
+ * so that the callers' start-line checks see the same bytes whichever way
+ * the head was segmented. */
 static enum head_scan scan_head(const char *buf, size_t len, size_t max, size_t *start, size_t *end)
 {
     size_t lim = len < max ? len : max;
@@ -162,8 +165,10 @@ static enum head_scan scan_head(const char *buf, size_t len, size_t max, size_t 
         if (buf[i] == '\n') {
             i++;
         } else if (buf[i] == '\r') {
-            if (i + 1 < lim && buf[i + 1] != '\n')
+            if (i + 1 < lim && buf[i + 1] != '\n') {
+                *start = *end = i + 2; /* no start line to check */
                 return HEAD_BAD;
+            }
             if (i + 1 == lim) {
                 i = lim; /* a lone CR: wait for the LF that should follow */
                 break;
@@ -183,14 +188,18 @@ static enum head_scan scan_head(const char *buf, size_t len, size_t max, size_t 
             }
             line_empty = true;
         } else if (c == '\r') {
-            if (i + 1 < lim && buf[i + 1] != '\n')
+            if (i + 1 < lim && buf[i + 1] != '\n') {
+                *end = i + 1;
                 return HEAD_BAD;
+            }
         } else if ((c < 0x20 && c != '\t') || c == 0x7F) {
+            *end = i + 1;
             return HEAD_BAD;
         } else {
             line_empty = false;
         }
     }
+    *end = lim;
     return len >= max ? HEAD_TOO_BIG : HEAD_PARTIAL;
 }
 
@@ -409,6 +418,7 @@ int dm_ws_parse_request(const char *buf, size_t len, size_t max_header_bytes,
                         struct dm_ws_request *req)
 {
     struct req_seen seen;
+    enum head_scan scan;
     size_t start = 0, end = 0, pos;
     const char *line;
     size_t n;
@@ -420,14 +430,19 @@ int dm_ws_parse_request(const char *buf, size_t len, size_t max_header_bytes,
     req->reason = "incomplete";
     req->is_upgrade = false;
 
-    switch (scan_head(buf, len, max_header_bytes, &start, &end)) {
+    scan = scan_head(buf, len, max_header_bytes, &start, &end);
+    /* Garbage at the start is refused as such whatever follows it, so the
+     * answer does not depend on how the head was segmented: a read that
+     * stopped after "G@" and one that went on to a control byte or past
+     * max_header_bytes both get this 400. */
+    if (scan != HEAD_DONE && end > start && !method_prefix_ok(buf + start, end - start))
+        return reject_request(req, 400, "malformed request line");
+    switch (scan) {
     case HEAD_BAD:
         return reject_request(req, 400, "control character in request head");
     case HEAD_TOO_BIG:
         return reject_request(req, 431, "request head too large");
     case HEAD_PARTIAL:
-        if (len > start && !method_prefix_ok(buf + start, len - start))
-            return reject_request(req, 400, "malformed request line");
         return DM_AGAIN;
     case HEAD_DONE:
         break;
@@ -743,7 +758,8 @@ int dm_ws_parse_response(const char *buf, size_t len, size_t max_header_bytes,
     static const char prefix[] = "HTTP/";
     bool upgrade_ws = false, conn_upgrade = false, accept_seen = false, accept_ok = false;
     bool protocol_seen = false;
-    size_t start = 0, end = 0, pos;
+    enum head_scan scan;
+    size_t start = 0, end = 0, pos, cmp;
     const char *line;
     size_t n;
     int status;
@@ -756,18 +772,19 @@ int dm_ws_parse_response(const char *buf, size_t len, size_t max_header_bytes,
     res->reason = "incomplete";
     res->protocol[0] = '\0';
 
-    switch (scan_head(buf, len, max_header_bytes, &start, &end)) {
+    scan = scan_head(buf, len, max_header_bytes, &start, &end);
+    /* As for requests: what does not start like "HTTP/" is refused as such
+     * from the bytes that show it, whatever the scan found after them. */
+    cmp = end - start < sizeof(prefix) - 1 ? end - start : sizeof(prefix) - 1;
+    if (cmp > 0 && memcmp(buf + start, prefix, cmp) != 0)
+        return reject_response(res, "not an HTTP response");
+    switch (scan) {
     case HEAD_BAD:
         return reject_response(res, "control character in response head");
     case HEAD_TOO_BIG:
         return reject_response(res, "response head too large");
-    case HEAD_PARTIAL: {
-        size_t avail = len - start;
-        size_t cmp = avail < sizeof(prefix) - 1 ? avail : sizeof(prefix) - 1;
-        if (cmp > 0 && memcmp(buf + start, prefix, cmp) != 0)
-            return reject_response(res, "not an HTTP response");
+    case HEAD_PARTIAL:
         return DM_AGAIN;
-    }
     case HEAD_DONE:
         break;
     }

@@ -5,6 +5,7 @@
 #
 #   build:    build-essential pkg-config libevent-dev libhiredis-dev librdkafka-dev
 #             libjansson-dev libjwt-dev libssl-dev clang clang-format
+#             libclang-rt-14-dev (clang's libFuzzer and sanitizer runtimes, for `make fuzz`)
 #   test/run: redis-server, curl, a JDK (default-jdk-headless, if `java` is missing),
 #             maven (if `mvn` is missing), python3 + python3-pytest (if
 #             `python3 -m pytest` does not work)
@@ -25,8 +26,10 @@ die() {
     exit 1
 }
 
+# clang only recommends its runtimes (libFuzzer, ASan) and we install
+# without recommends: name them; 14 is Debian 12's clang.
 BUILD_PKGS=(build-essential pkg-config libevent-dev libhiredis-dev librdkafka-dev
-    libjansson-dev libjwt-dev libssl-dev clang clang-format)
+    libjansson-dev libjwt-dev libssl-dev clang libclang-rt-14-dev clang-format)
 RUNTIME_PKGS=(redis-server curl)
 
 installed() {

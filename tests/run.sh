@@ -118,6 +118,28 @@ PY
     failed=$((failed + ${counts#* }))
 done
 
+# The libFuzzer harnesses (fuzz/README.md): each replays its committed corpus
+# and regressions, then fuzzes for FUZZ_CI_SECONDS (0: replay only); one test
+# per harness. About 1.5 minutes with the default 20 s.
+fuzz_seconds=${FUZZ_CI_SECONDS:-20}
+echo "== fuzzing (${fuzz_seconds} s per harness)"
+if make -j"$JOBS" fuzz-build >"$STATE/build-fuzz.log" 2>&1; then
+    fuzz_mode=ci
+    ((fuzz_seconds > 0)) || fuzz_mode=regress
+    for src in fuzz/fuzz_*.c; do
+        if FUZZ_SECONDS=$((fuzz_seconds > 0 ? fuzz_seconds : 1)) \
+            FUZZ_SCRATCH="$STATE/fuzz-corpus" fuzz/run.sh "$fuzz_mode" "$(basename "$src" .c)"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+        fi
+    done
+else
+    tail -50 "$STATE/build-fuzz.log"
+    echo "   fuzz build failed"
+    failed=$((failed + 1))
+fi
+
 echo
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -538,6 +538,17 @@ INVALID_UTF8 = [
 
 BIG = sized_ping(2, 300)  # needs the 16-bit length form
 
+# A frame the message state refuses by its header gets that refusal even when
+# its first bytes (bad UTF-8) arrive alone: the early UTF-8 check of a text
+# frame still arriving must not answer 1007 first (found by fuzz_ws_frames).
+SPLIT_REFUSALS = [
+    pytest.param([frame(TEXT, b'{"op":', fin=False), Split(frame(TEXT, b"\xff" * 20), 8)],
+                 [closed(1002)], id="text-inside-a-message-bad-utf8-split-1002"),
+    pytest.param([frame(TEXT, b" " * (MAX_MESSAGE - 5), fin=False),
+                  Split(frame(CONT, b"\xff" * 20), 8)],
+                 [closed(1009)], id="continuation-past-max-message-bad-utf8-split-1009"),
+]
+
 FRAME_ROWS = [
     # -- valid sequences: answered, then a clean close handshake works
     pytest.param([frame(TEXT, ping_json(1))], [pong_reply(1)], id="text-answered"),
@@ -738,7 +749,7 @@ FRAME_ROWS = [
   + [utf8_row(name, pad, False) for name, pad in INVALID_UTF8]
 
 
-@pytest.mark.parametrize("steps,expected", FRAME_ROWS)
+@pytest.mark.parametrize("steps,expected", FRAME_ROWS + SPLIT_REFUSALS)
 def test_frames(node, steps, expected):
     c = open_ws(node.port)
     for step in steps:

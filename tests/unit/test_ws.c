@@ -962,6 +962,83 @@ static void test_request_early_garbage(void)
     }
 }
 
+/* True when every prefix of s[0..n) that gets an answer (not DM_AGAIN)
+ * gets the one the whole input gets, given to the parser as
+ * broadcast/conn.c does (at most max bytes): the verdict on a request must
+ * not depend on how its bytes were segmented. */
+static bool request_verdict_unsplit(const char *s, size_t n, size_t max)
+{
+    struct dm_ws_request whole, part;
+    int rc = dm_ws_parse_request(s, n < max ? n : max, max, &whole);
+
+    for (size_t k = 1; k < n; k++) {
+        char *copy = malloc(k);
+        memcpy(copy, s, k);
+        int r = dm_ws_parse_request(copy, k < max ? k : max, max, &part);
+        free(copy);
+        if (r != DM_AGAIN &&
+            (r != rc || part.status != whole.status || strcmp(part.reason, whole.reason) != 0))
+            return false;
+    }
+    return true;
+}
+
+static bool response_verdict_unsplit(const char *s, size_t n, const char *accept)
+{
+    struct dm_ws_response whole, part;
+    int rc = dm_ws_parse_response(s, n, MAX_HEAD, accept, &whole);
+
+    for (size_t k = 1; k < n; k++) {
+        char *copy = malloc(k);
+        memcpy(copy, s, k);
+        int r = dm_ws_parse_response(copy, k, MAX_HEAD, accept, &part);
+        free(copy);
+        if (r != DM_AGAIN &&
+            (r != rc || part.status != whole.status || strcmp(part.reason, whole.reason) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* Found by fuzz/fuzz_ws_handshake: garbage at the start of a head used to
+ * be refused as "malformed request line" when a read ended right after it
+ * but as a control character (400) or an over-long head (431) when the
+ * same bytes came in one read with more after them. */
+static void test_verdict_unsplit(void)
+{
+    static const char *acc = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    struct dm_ws_request req;
+    struct dm_ws_response res;
+    char big[300];
+    int rc;
+
+    rc = dm_ws_parse_request(",\x17", 2, MAX_HEAD, &req);
+    ok(rc == DM_EPROTO && req.status == 400 && strcmp(req.reason, "malformed request line") == 0,
+       "bad method byte then a control byte: malformed request line");
+    ok(request_verdict_unsplit(",\x17", 2, MAX_HEAD), "... however segmented");
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "G@T /", 5);
+    rc = dm_ws_parse_request(big, 64, 64, &req);
+    ok(rc == DM_EPROTO && req.status == 400, "bad method in a head over the limit: 400, not 431");
+    ok(request_verdict_unsplit(big, sizeof(big), 64), "... however segmented");
+    static const char ctl[] = "GE\x01T / HTTP/1.1\r\n\r\n";
+    ok(request_verdict_unsplit(ctl, sizeof(ctl) - 1, MAX_HEAD),
+       "control byte inside the method: one answer");
+    static const char cr[] = "GET / HTTP/1.1\r\nHost: h\rX\r\n\r\n";
+    ok(request_verdict_unsplit(cr, sizeof(cr) - 1, MAX_HEAD), "bare CR in a header: one answer");
+    rc = dm_ws_parse_request(big + 5, 64, 64, &req);
+    ok(rc == DM_EPROTO && req.status == 431, "a long token is still 431");
+
+    rc = dm_ws_parse_response("HT\n\n", 4, MAX_HEAD, acc, &res);
+    ok(rc == DM_EPROTO && strcmp(res.reason, "not an HTTP response") == 0,
+       "response \"HT\" + empty line: not an HTTP response");
+    ok(response_verdict_unsplit("HT\n\n", 4, acc), "... however segmented");
+    ok(response_verdict_unsplit("HTX\x01", 4, acc), "bad prefix then a control byte: one answer");
+    static const char good[] = "HTTP/1.1 101\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    ok(response_verdict_unsplit(good, sizeof(good) - 1, acc), "a good 101: one answer");
+}
+
 static void test_query_param(void)
 {
     struct {
@@ -1293,6 +1370,7 @@ int main(void)
     subtest("request: table", test_request_table);
     subtest("request: limits", test_request_limits);
     subtest("request: early garbage", test_request_early_garbage);
+    subtest("heads: one verdict however segmented", test_verdict_unsplit);
     subtest("query parameters", test_query_param);
     subtest("responses", test_responses);
     subtest("client handshake", test_client_handshake);
