@@ -54,10 +54,14 @@ struct publish {
     uint64_t fp;
     char owner[DM_IDEM_OWNER_LEN + 1]; /* this request's token in the claim */
     struct dm_idem_attempt orphan;     /* DM_IDEM_ORPHANED: the dead attempt */
+    char *answer;                      /* the 201 body, owned, once accepted */
+    size_t answer_len;
+    bool replayed; /* the answer is an earlier attempt's */
 };
 
 static void publish_free(struct publish *p)
 {
+    free(p->answer);
     free(p->value);
     free(p->text);
     free(p);
@@ -85,38 +89,68 @@ static struct dm_idem_attempt my_attempt(const struct publish *p)
     return a;
 }
 
+/* Answers that p's record is in Kafka, and frees p. */
+static void give_answer(struct publish *p)
+{
+    if (p->replayed)
+        dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
+    dm_request_json(&p->r, p->retract ? 200 : 201, p->answer, p->answer_len);
+    publish_free(p);
+}
+
+static void on_answer_stored(bool ok, void *arg)
+{
+    struct publish *p = arg;
+
+    DM_UNUSED(ok); /* not stored: a retry recovers it from Kafka */
+    dm_request_done(&p->r);
+    give_answer(p);
+}
+
+/* Answers that p's record is in Kafka at (partition, offset); takes p. A
+ * keyed request's answer is stored first, so that a retry right after the
+ * 201 finds it rather than the claim. */
+static void answer_accepted(struct publish *p, const char *id, int32_t partition, int64_t offset,
+                            int64_t ts)
+{
+    struct dm_ingest *in = p->r.in;
+
+    p->answer = dm_msg_accepted(id, p->room, partition, offset, ts, &p->answer_len);
+    if (!p->idem) {
+        give_answer(p);
+        return;
+    }
+    struct dm_idem_ref ref = idem_ref(p);
+    dm_request_wait(&p->r);
+    dm_idem_finish(&ref, p->answer, p->answer_len, in->cfg->idempotency_ttl_ms, on_answer_stored,
+                   p);
+}
+
 static void on_delivered(const char *err, bool maybe_written, int32_t partition, int64_t offset,
                          void *arg)
 {
     struct publish *p = arg;
     struct dm_ingest *in = p->r.in;
-    size_t len;
 
     dm_request_done(&p->r);
     if (err != NULL) {
-        /* A retry may publish again only if this attempt wrote nothing. */
+        /* A retry may publish again at once only if this attempt wrote
+         * nothing. One that may have been written keeps its claim: a retry
+         * past the claim's deadline reads Kafka back to find out, like
+         * after a node's death. */
         struct dm_idem_ref ref = idem_ref(p);
-        if (p->idem && maybe_written)
-            dm_idem_unknown(&ref, in->cfg->idempotency_ttl_ms);
-        else if (p->idem)
+        if (p->idem && !maybe_written)
             dm_idem_abandon(&ref);
         dm_request_unavailable(&p->r, "Kafka did not acknowledge it; retry later");
         publish_free(p);
         return;
     }
-    char *body = dm_msg_accepted(p->id, p->room, partition, offset, p->ts, &len);
-    dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
-    if (p->idem) {
-        struct dm_idem_ref ref = idem_ref(p);
-        dm_idem_finish(&ref, body, len, in->cfg->idempotency_ttl_ms);
-    }
-    free(body);
     /* The history follows the acknowledged stream (fire and forget). */
     if (p->retract)
         dm_store_history_remove(in->store, p->room, p->id);
     else
         dm_store_history_append(in->store, p->room, offset, p->value, p->vlen);
-    publish_free(p);
+    answer_accepted(p, p->id, partition, offset, p->ts);
 }
 
 /* Hands p to the producer; it answers when Kafka does. */
@@ -218,22 +252,16 @@ static void on_recovered(enum dm_recovery_result res, int64_t offset, void *arg)
     struct dm_ingest *in = p->r.in;
     struct dm_idem_ref ref = idem_ref(p);
     struct dm_idem_attempt mine = my_attempt(p);
-    size_t len;
 
     dm_request_done(&p->r);
     switch (res) {
-    case DM_RECOVERY_FOUND: {
+    case DM_RECOVERY_FOUND:
         /* The dead attempt was accepted by Kafka: its answer, as it would
          * have been given. */
         dm_metrics_inc(in->m, DM_M_IDEM_RECOVERY_FOUND, 1);
-        char *body =
-            dm_msg_accepted(p->orphan.id, p->room, p->orphan.partition, offset, p->orphan.ts, &len);
-        dm_idem_finish(&ref, body, len, in->cfg->idempotency_ttl_ms);
-        dm_request_add_header(&p->r, "Idempotent-Replayed", "true");
-        dm_request_json(&p->r, p->retract ? 200 : 201, body, len);
-        free(body);
-        break;
-    }
+        p->replayed = true;
+        answer_accepted(p, p->orphan.id, p->orphan.partition, offset, p->orphan.ts);
+        return;
     case DM_RECOVERY_ABSENT:
         /* Nothing of it reached Kafka: this request publishes, once the
          * claim names its record. */

@@ -210,77 +210,88 @@ void dm_idem_begin(const struct dm_idem_ref *ref, const struct dm_idem_attempt *
     }
 }
 
-void dm_idem_finish(const struct dm_idem_ref *ref, const char *body, size_t len, int64_t ttl_ms)
-{
-    char k[KEY_LEN], fp[FP_LEN];
-    size_t n = FP_LEN + 1 + len;
-    char *value = dm_malloc(n);
-
-    idem_key(k, ref);
-    hex_fp(fp, ref->fp);
-    snprintf(value, n, "D%s ", fp);
-    memcpy(value + FP_LEN + 1, body, len);
-    (void)dm_redis_commandf(ref->redis, NULL, NULL, "EVAL %s 1 %s %s %s set %b %lld", holder_script,
-                            k, fp, ref->owner, value, n, (long long)ttl_ms);
-    free(value);
-}
-
-void dm_idem_unknown(const struct dm_idem_ref *ref, int64_t ttl_ms)
-{
-    char k[KEY_LEN], fp[FP_LEN];
-
-    idem_key(k, ref);
-    hex_fp(fp, ref->fp);
-    (void)dm_redis_commandf(ref->redis, NULL, NULL, "EVAL %s 1 %s %s %s set U%s %lld",
-                            holder_script, k, fp, ref->owner, fp, (long long)ttl_ms);
-}
-
-void dm_idem_abandon(const struct dm_idem_ref *ref)
-{
-    char k[KEY_LEN], fp[FP_LEN];
-
-    idem_key(k, ref);
-    hex_fp(fp, ref->fp);
-    (void)dm_redis_commandf(ref->redis, NULL, NULL, "EVAL %s 1 %s %s %s del", holder_script, k, fp,
-                            ref->owner);
-}
-
-struct renew {
-    dm_idem_renew_cb cb;
+struct done {
+    dm_idem_done_cb cb;
     void *arg;
 };
 
-static void on_renew(const struct redisReply *reply, void *arg)
+static void on_done(const struct redisReply *reply, void *arg)
 {
-    struct renew *q = arg;
+    struct done *q = arg;
     q->cb(reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1, q->arg);
     free(q);
 }
 
-void dm_idem_renew(const struct dm_idem_ref *ref, const struct dm_idem_attempt *mine,
-                   int64_t pending_ms, dm_idem_renew_cb cb, void *arg)
+/* Runs the holder script with argv after KEYS[1] fp owner; cb (may be
+ * NULL: fire and forget) gets whether the claim was ours and changed. */
+static void holder(const struct dm_idem_ref *ref, dm_idem_done_cb cb, void *arg, int argc,
+                   const char **argv, const size_t *argvlen)
 {
-    char k[KEY_LEN], fp[FP_LEN], attempt[ATTEMPT_LEN];
-    struct renew *q = dm_malloc(sizeof(*q));
+    char k[KEY_LEN], fp[FP_LEN];
+    const char *all[12];
+    size_t lens[12];
+    struct done *q = NULL;
 
-    q->cb = cb;
-    q->arg = arg;
+    DM_ASSERT(argc <= 6);
     idem_key(k, ref);
     hex_fp(fp, ref->fp);
-    format_attempt(attempt, mine);
-    if (dm_redis_commandf(ref->redis, on_renew, q, "EVAL %s 1 %s %s %s renew %lld %s",
-                          holder_script, k, fp, ref->owner, (long long)pending_ms, attempt) < 0) {
+    const char *head[] = {"EVAL", holder_script, "1", k, fp, ref->owner};
+    for (int i = 0; i < 6; i++) {
+        all[i] = head[i];
+        lens[i] = strlen(head[i]);
+    }
+    for (int i = 0; i < argc; i++) {
+        all[6 + i] = argv[i];
+        lens[6 + i] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+    }
+    if (cb != NULL) {
+        q = dm_malloc(sizeof(*q));
+        q->cb = cb;
+        q->arg = arg;
+    }
+    if (dm_redis_command(ref->redis, cb != NULL ? on_done : NULL, q, 6 + argc, all, lens) < 0 &&
+        q != NULL) {
         free(q);
         cb(false, arg);
     }
 }
 
+void dm_idem_finish(const struct dm_idem_ref *ref, const char *body, size_t len, int64_t ttl_ms,
+                    dm_idem_done_cb cb, void *arg)
+{
+    char fp[FP_LEN], ttl[24];
+    size_t n = FP_LEN + 1 + len;
+    char *value = dm_malloc(n);
+
+    hex_fp(fp, ref->fp);
+    snprintf(value, n, "D%s ", fp);
+    memcpy(value + FP_LEN + 1, body, len);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    const char *argv[] = {"set", value, ttl};
+    const size_t lens[] = {3, n, strlen(ttl)};
+    holder(ref, cb, arg, 3, argv, lens);
+    free(value);
+}
+
+void dm_idem_abandon(const struct dm_idem_ref *ref)
+{
+    const char *argv[] = {"del"};
+    holder(ref, NULL, NULL, 1, argv, NULL);
+}
+
+void dm_idem_renew(const struct dm_idem_ref *ref, const struct dm_idem_attempt *mine,
+                   int64_t pending_ms, dm_idem_done_cb cb, void *arg)
+{
+    char pending[24], attempt[ATTEMPT_LEN];
+
+    snprintf(pending, sizeof(pending), "%lld", (long long)pending_ms);
+    format_attempt(attempt, mine);
+    const char *argv[] = {"renew", pending, attempt};
+    holder(ref, cb, arg, 3, argv, NULL);
+}
+
 void dm_idem_release(const struct dm_idem_ref *ref)
 {
-    char k[KEY_LEN], fp[FP_LEN];
-
-    idem_key(k, ref);
-    hex_fp(fp, ref->fp);
-    (void)dm_redis_commandf(ref->redis, NULL, NULL, "EVAL %s 1 %s %s %s release", holder_script, k,
-                            fp, ref->owner);
+    const char *argv[] = {"release"};
+    holder(ref, NULL, NULL, 1, argv, NULL);
 }

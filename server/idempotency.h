@@ -7,8 +7,8 @@
  *                   in Kafka is comment `id` (or the retract of it) for
  *                   `partition`, made at `ts`
  *   "D<fp> <json>"  it was accepted; json is its 201 body
- *   "U<fp>"         its publish failed after the broker may have written it:
- *                   never published again under this key
+ *   "U<fp>"         (earlier versions) its publish failed after the broker may
+ *                   have written it: never published again under this key
  * where fp fingerprints the room and body, so the same key reused for
  * another comment is told apart (422). The holder's deadline covers the
  * longest publish; a claim still pending after it belongs to an attempt
@@ -47,12 +47,13 @@ struct dm_idem_attempt {
 void dm_idem_new_owner(char owner[DM_IDEM_OWNER_LEN + 1]);
 
 enum dm_idem_state {
-    DM_IDEM_NEW,         /* first use: publish, then dm_idem_finish, _unknown or _abandon */
+    DM_IDEM_NEW,         /* first use: publish, then dm_idem_finish or _abandon */
     DM_IDEM_REPLAY,      /* answered before: the stored 201 body is given */
     DM_IDEM_IN_PROGRESS, /* the first request is still being published */
     DM_IDEM_MISMATCH,    /* the key was used for another request */
     DM_IDEM_UNAVAILABLE, /* Redis did not answer: no guarantee possible */
-    DM_IDEM_UNKNOWN,     /* an earlier attempt may be in Kafka: not published again */
+    DM_IDEM_UNKNOWN,     /* "U<fp>", written by earlier versions after a publish whose
+                          * outcome was unknown: not published again */
     DM_IDEM_ORPHANED,    /* the claim of a dead attempt is now ours: look for its record,
                           * then dm_idem_finish, or dm_idem_renew and publish, or
                           * dm_idem_release */
@@ -79,14 +80,14 @@ void dm_idem_begin(const struct dm_idem_ref *ref, const struct dm_idem_attempt *
                    int64_t pending_ms, int64_t recover_ms, int64_t ttl_ms, dm_idem_cb cb,
                    void *arg);
 
-/* Stores the 201 body for ttl_ms, if the claim is still ours (fire and
- * forget). */
-void dm_idem_finish(const struct dm_idem_ref *ref, const char *body, size_t len, int64_t ttl_ms);
+/* Fires once, from the event loop: ok when Redis confirmed the change. */
+typedef void (*dm_idem_done_cb)(bool ok, void *arg);
 
-/* Marks the claim "outcome unknown" for ttl_ms, if it is still ours (fire
- * and forget): the publish failed, but the record may be in Kafka, so a
- * retry must not publish it a second time. */
-void dm_idem_unknown(const struct dm_idem_ref *ref, int64_t ttl_ms);
+/* Stores the 201 body for ttl_ms, if the claim is still ours; cb fires
+ * when Redis answered (the 201 is given only then, so that a retry right
+ * after it finds the answer, not the claim). */
+void dm_idem_finish(const struct dm_idem_ref *ref, const char *body, size_t len, int64_t ttl_ms,
+                    dm_idem_done_cb cb, void *arg);
 
 /* Drops the claim after a failed publish that certainly wrote nothing, so a
  * retry may publish (fire and forget). */
@@ -96,9 +97,8 @@ void dm_idem_abandon(const struct dm_idem_ref *ref);
  * held for pending_ms. cb(true) once that is stored; only then may mine be
  * published (a claim naming the orphan would let a later recovery miss
  * it). */
-typedef void (*dm_idem_renew_cb)(bool ok, void *arg);
 void dm_idem_renew(const struct dm_idem_ref *ref, const struct dm_idem_attempt *mine,
-                   int64_t pending_ms, dm_idem_renew_cb cb, void *arg);
+                   int64_t pending_ms, dm_idem_done_cb cb, void *arg);
 
 /* Gives up a claim taken over without an answer (Kafka could not be asked):
  * the next request with the key takes it over at once (fire and forget). */

@@ -131,3 +131,31 @@ def test_failed_publish_frees_the_key_and_redis_down_refuses_keys():
     finally:
         for node in (no_kafka, good, no_redis):
             node.assert_clean_exit()
+
+
+def test_a_retry_right_after_the_201_gets_it_again_on_any_worker():
+    """The answer is stored before the 201 goes out: a retry sent the moment
+    the first answer arrives, on a new connection (so possibly another
+    worker, with its own Redis connection), must find it, never the claim
+    (409 in_progress). Eight clients at once, to widen the race it had."""
+    node = start_ingest("--workers", "2")
+    room = _room()
+    failures = []
+
+    def client(n):
+        token = mint(f"quick-{n}-" + uuid.uuid4().hex[:6])
+        for i in range(100):
+            first = _post(node.port, room, f"c{n}-{i}", token, key=f"k-{i}")
+            again = _post(node.port, room, f"c{n}-{i}", token, key=f"k-{i}")
+            if first[0] != 201 or again[0] != 201 or again[2] != first[2]:
+                failures.append((n, i, first[0], again[0], again[2]))
+
+    try:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, f"{len(failures)} of 800 retries, e.g. {failures[:3]}"
+    finally:
+        node.assert_clean_exit()
