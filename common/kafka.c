@@ -150,8 +150,10 @@ void dm_kafka_waker_free(struct dm_kafka_waker *w)
 }
 
 /* Where the range starts: r->from, or the first offset stamped at or after
- * r->from_ts_ms (the log end when none is). -1 when Kafka did not say. */
-static int64_t range_start(rd_kafka_t *rk, const struct dm_kafka_range *r, int64_t high)
+ * r->from_ts_ms (r->ts_fallback records before the end when none is).
+ * -1 when Kafka did not say. */
+static int64_t range_start(rd_kafka_t *rk, const struct dm_kafka_range *r, int64_t low,
+                           int64_t high)
 {
     if (r->from_ts_ms < 0)
         return r->from;
@@ -162,7 +164,9 @@ static int64_t range_start(rd_kafka_t *rk, const struct dm_kafka_range *r, int64
     int64_t start = -1;
     if (rd_kafka_offsets_for_times(rk, list, r->timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         tp->err == RD_KAFKA_RESP_ERR_NO_ERROR)
-        start = tp->offset == RD_KAFKA_OFFSET_END ? high : tp->offset;
+        start = tp->offset >= 0               ? tp->offset
+                : high - low > r->ts_fallback ? high - r->ts_fallback
+                                              : low;
     rd_kafka_topic_partition_list_destroy(list);
     return start;
 }
@@ -230,7 +234,7 @@ enum dm_kafka_read_result dm_kafka_read_range(const struct dm_kafka_range *r,
         RD_KAFKA_RESP_ERR_NO_ERROR)
         goto out;
     int64_t until = r->until >= 0 ? r->until : high;
-    int64_t start = range_start(rk, r, high);
+    int64_t start = range_start(rk, r, low, high);
     if (start < 0)
         goto out;
     /* Records before the log start are gone; a range past the end cannot

@@ -52,10 +52,13 @@ struct dm_kafka_range {
     const char *topic;
     const char *group; /* group.id of the throwaway consumer (assign needs one) */
     int32_t partition;
-    int64_t from;       /* first offset, when from_ts_ms < 0 */
-    int64_t from_ts_ms; /* >= 0: start at the first record stamped at or after it */
-    int64_t until;      /* end offset, exclusive; < 0: the log end seen at the start */
-    const char *key;    /* only records with this key are visited */
+    int64_t from;        /* first offset, when from_ts_ms < 0 */
+    int64_t from_ts_ms;  /* >= 0: start at the first record stamped at or after it */
+    int64_t ts_fallback; /* when the broker finds none stamped so late (or cannot look
+                          * times up, like librdkafka's mock cluster): start this many
+                          * records before the log end instead */
+    int64_t until;       /* end offset, exclusive; < 0: the log end seen at the start */
+    const char *key;     /* only records with this key are visited */
     size_t keylen;
     int timeout_ms; /* for the whole read */
 };

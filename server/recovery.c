@@ -23,6 +23,10 @@
  * timestamp is the producer's (CreateTime, taken after the attempt's ts on
  * the same clock), or the broker's when the topic logs append time. */
 #define CLOCK_SLACK_MS 10000
+/* When the broker finds no record stamped since then (or cannot look times
+ * up), the read covers this many records before the log end: a partition
+ * takes far longer than a delivery timeout to grow by so many. */
+#define SEARCH_FALLBACK_RECORDS 200000
 
 struct search {
     struct dm_recovery *rc;
@@ -90,6 +94,7 @@ static void *run_search(void *arg)
         .partition = s->partition,
         .from = -1,
         .from_ts_ms = s->since_ms > CLOCK_SLACK_MS ? s->since_ms - CLOCK_SLACK_MS : 0,
+        .ts_fallback = SEARCH_FALLBACK_RECORDS,
         .until = -1,
         .key = s->room,
         .keylen = strlen(s->room),

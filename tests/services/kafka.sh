@@ -24,6 +24,15 @@
 #   DANMAKU_PARTITIONS           its partition count (default 32)
 #   DANMAKU_KAFKA_HEAP           JVM heap flags (default "-Xms128m -Xmx512m")
 #   DANMAKU_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
+#   DANMAKU_KAFKA_PORT           broker port for `start` (default: a free one)
+#   DANMAKU_KAFKA_ADVERTISED_PORT
+#                                port the broker advertises to clients (default:
+#                                the broker port). For tests that put a TCP proxy
+#                                between clients and the broker: clients reconnect
+#                                to the advertised address after bootstrapping, so
+#                                it must be the proxy's, and the proxy must already
+#                                forward to DANMAKU_KAFKA_PORT when `start` runs
+#                                (topic creation goes through it). Kept by `restart`.
 #   DANMAKU_MVN                  Maven command (default mvn; only the first fetch runs it)
 #   JAVA_HOME                    JDK to use (default: java on PATH)
 #
@@ -47,6 +56,8 @@ HEAP=${DANMAKU_KAFKA_HEAP:--Xms128m -Xmx512m}
 START_TIMEOUT=${DANMAKU_KAFKA_START_TIMEOUT:-90}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 MVN=${DANMAKU_MVN:-mvn}
+FIXED_PORT=${DANMAKU_KAFKA_PORT:-}
+ADVERTISED_PORT=${DANMAKU_KAFKA_ADVERTISED_PORT:-}
 
 BROKER_MAIN=kafka.Kafka
 STORAGE_MAIN=kafka.tools.StorageTool
@@ -126,14 +137,14 @@ java_tool() {
 }
 
 write_config() {
-    local bport=$1 cport=$2 dir=$STATE/kafka
+    local bport=$1 cport=$2 aport=${3:-$1} dir=$STATE/kafka
     cat >"$dir/server.properties" <<EOF
 # Single-node KRaft test broker written by tests/services/kafka.sh.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+advertised.listeners=PLAINTEXT://127.0.0.1:$aport
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
@@ -237,9 +248,13 @@ on_start_exit() {
 }
 
 start() {
-    local attempt ports bport cport pid rc t0=$SECONDS
+    local attempt ports bport cport pid rc p t0=$SECONDS
     [[ $PARTITIONS =~ ^[1-9][0-9]*$ ]] || svc_die "DANMAKU_PARTITIONS must be a positive integer"
     [[ $TOPIC =~ ^[A-Za-z0-9._-]{1,249}$ ]] || svc_die "DANMAKU_TOPIC is not a valid topic name"
+    for p in "$FIXED_PORT" "$ADVERTISED_PORT"; do
+        [[ -z $p || ($p =~ ^[1-9][0-9]{0,4}$ && $p -le 65535) ]] ||
+            svc_die "DANMAKU_KAFKA_PORT and DANMAKU_KAFKA_ADVERTISED_PORT must be TCP ports"
+    done
     if [[ -f $STATE/kafka.pid ]] && broker_pid_matches "$(<"$STATE/kafka.pid")"; then
         svc_die "already running in $STATE (stop it first)"
     fi
@@ -256,7 +271,11 @@ start() {
         : >"$STATE/kafka-tools.log"
         ports=$(svc_free_ports 2) || svc_die "cannot find free ports (python3 missing?)"
         read -r bport cport <<<"$ports"
-        write_config "$bport" "$cport"
+        if [[ -n $FIXED_PORT ]]; then
+            bport=$FIXED_PORT
+            [[ $cport != "$bport" ]] || cport=$(svc_free_ports 1)
+        fi
+        write_config "$bport" "$cport" "$ADVERTISED_PORT"
         java_tool "$STORAGE_MAIN" format --ignore-formatted \
             -t "$(random_cluster_id)" -c "$STATE/kafka/server.properties" ||
             svc_die "formatting the storage failed"
