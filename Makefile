@@ -5,6 +5,8 @@
 #   make test               install what is missing, start real Redis and Kafka, run every test
 #   make run                install what is missing, start a local system on embedded defaults
 #   make bench              start the system and measure it with danmaku-loadtest
+#   make soak               minutes of mixed load and churn, then check that descriptors,
+#                           memory, connections and Redis keys return to their baseline
 #   make fmt / fmt-check    clang-format the C sources
 #   V=1                     verbose commands; WERROR= to build without -Werror
 
@@ -124,6 +126,13 @@ run:
 
 bench:
 	$(Q)loadtest/bench.sh
+
+# tests/soak/soak.py: SOAK_SECONDS (300) of load; the binaries of $(BUILD)
+# (or SOAK_BUILD), built first when missing.
+.PHONY: soak
+soak:
+	$(Q)SOAK_BUILD=$${SOAK_BUILD:-$(BUILD)} SOAK_SANITIZER=$${SOAK_SANITIZER:-$(SANITIZER)} \
+	    tests/soak/soak.py
 
 deps:
 	$(Q)deploy/install-deps.sh

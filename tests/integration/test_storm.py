@@ -151,3 +151,73 @@ def test_slow_viewer_sampled_instead_of_closed_and_told_exactly():
             slow.close()
         sock.close()
         node.assert_clean_exit()
+
+
+def _closed_by_reason(port):
+    """The node's ws_closed_total counters, by reason (non-zero ones)."""
+    _, _, text = http(port, "GET", "/metrics")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("danmaku_ws_closed_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            value = int(float(line.split()[-1]))
+            if value:
+                out[reason] = value
+    return out
+
+
+def test_recovery_storm_for_a_minute_loses_nothing():
+    """A minute of churn (DANMAKU_STORM_SECONDS overrides it): 200 viewers
+    over 4 rooms on two nodes, 40 comments/s through ingest, and every
+    viewer drops its TCP connection every 1-3 s (the load tester closes the
+    socket without a close frame: an abrupt disconnect, seen by the node as
+    EOF or a reset) and resumes on the other node with its last (epoch,
+    offset). Every viewer must end with every comment of its room exactly
+    once, in order, every resume recovered."""
+    seconds = float(os.environ.get("DANMAKU_STORM_SECONDS", "60"))
+    viewers, rooms, rate, period, warmup, drain = 200, 4, 40, 2, 2, 3
+    ingest = start_ingest()
+    one, two = start_broadcast(), start_broadcast()
+    out = os.path.join(tempfile.mkdtemp(prefix="dm-storm-minute-"), "storm.json")
+    try:
+        run = subprocess.run(
+            [os.path.join(BIN, "danmaku-loadtest"), "--ws",
+             f"127.0.0.1:{one.port},127.0.0.1:{two.port}", "--ingest",
+             f"127.0.0.1:{ingest.port}", "--jwt-secret-file", SECRET_FILE,
+             "--viewers", str(viewers), "--rooms", str(rooms), "--rate", str(rate),
+             "--duration", str(seconds), "--warmup", str(warmup), "--drain", str(drain),
+             "--reconnect-every", str(period), "--quiet", "--json", out],
+            capture_output=True, text=True, timeout=seconds + 180)
+        with open(out) as f:
+            s = json.load(f)["summary"]
+        closed = {"one": _closed_by_reason(one.port), "two": _closed_by_reason(two.port)}
+        lat = s.get("latency_us", {})
+        print(f"\nrecovery storm {seconds:g}s: viewers={s['viewers']} rooms={s['rooms']} "
+              f"sent={s['sent']} acked={s['acked']} reconnects={s['reconnects']} "
+              f"recovered={s['recovered']} not_recovered={s['not_recovered']} "
+              f"expected={s['expected']} delivered={s['delivered']} lost={s['lost']} "
+              f"duplicated={s['duplicated']} out_of_order={s['out_of_order']} "
+              f"unrecoverable={s['unrecoverable']} unexpected={s['unexpected']} "
+              f"p50_ms={lat.get('p50', 0) / 1000:.1f} p99_ms={lat.get('p99', 0) / 1000:.1f} "
+              f"max_ms={lat.get('max', 0) / 1000:.1f} closes={s.get('closes_by_code')} "
+              f"node_closes={closed}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert s["connect_errors"] == 0 and s["send_errors"] == 0, s
+        assert s["acked"] == s["sent"] and s["acked"] >= rate * seconds * 0.9, s
+        assert s["lost"] == 0 and s["duplicated"] == 0 and s["out_of_order"] == 0, s
+        assert s["unrecoverable"] == 0 and s["not_recovered"] == 0, s
+        assert s["expected"] > 0 and s["delivered"] == s["expected"], s
+        # Each viewer drops every 1-3 s (2 s on average) from its first join
+        # to the end of the drain: about viewers * seconds / 2 reconnects.
+        # The lower bound allows for slow (sanitizer) builds, where a resume
+        # takes a while; the upper one for warm-up and drain, and nothing
+        # else (a node closing viewers by itself would show here).
+        low = 0.7 * viewers * seconds / period
+        high = 1.15 * viewers * (seconds + warmup + drain + 5) / period
+        assert low <= s["reconnects"] <= high, (low, high, s)
+        # Every reconnect that completed was recovered; at most one per
+        # viewer can still be under way when the tool stops.
+        assert s["recovered"] + viewers >= s["reconnects"], s
+    finally:
+        for n in (one, two, ingest):
+            n.assert_clean_exit()
