@@ -31,7 +31,7 @@
 
 #define HISTORY_DEFAULT_LIMIT 50
 /* Beyond the delivery timeout, for the broker to have handled the last
- * produce request of an attempt whose node died. */
+ * produce request of an attempt that timed out or whose node died. */
 #define PUBLISH_MARGIN_MS 5000
 
 /* A comment or retract on its way to Kafka: through the idempotency claim
@@ -228,7 +228,8 @@ static void admit(struct publish *p)
     dm_ratelimit_check(p->r.in->ratelimit, &req, on_limited, p);
 }
 
-/* ---- a claim left by an attempt that died with its node ---- */
+/* ---- a claim whose attempt's outcome is unknown: its node died, or its
+ * publish timed out after the broker may have stored the record ---- */
 
 static void on_renewed(bool ok, void *arg)
 {
