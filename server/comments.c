@@ -78,13 +78,18 @@ static struct dm_idem_ref idem_ref(const struct publish *p)
                                 p->owner};
 }
 
+/* The partition p's record goes to: its room's. */
+static int32_t room_partition(const struct publish *p)
+{
+    return dm_room_partition(p->room, strlen(p->room), (int32_t)p->r.in->cfg->kafka_partitions);
+}
+
 /* The record p publishes, as its claim names it. */
 static struct dm_idem_attempt my_attempt(const struct publish *p)
 {
     struct dm_idem_attempt a;
-    const struct dm_config *cfg = p->r.in->cfg;
     memcpy(a.id, p->id, sizeof(a.id));
-    a.partition = dm_room_partition(p->room, strlen(p->room), (int32_t)cfg->kafka_partitions);
+    a.partition = room_partition(p);
     a.ts = p->ts;
     return a;
 }
@@ -157,11 +162,9 @@ static void on_delivered(const char *err, bool maybe_written, int32_t partition,
 static void publish(struct publish *p)
 {
     struct dm_ingest *in = p->r.in;
-    size_t rlen = strlen(p->room);
-    int32_t partition = dm_room_partition(p->room, rlen, (int32_t)in->cfg->kafka_partitions);
 
-    if (dm_producer_send(in->producer, partition, p->room, rlen, p->value, p->vlen, on_delivered,
-                         p) < 0) {
+    if (dm_producer_send(in->producer, room_partition(p), p->room, strlen(p->room), p->value,
+                         p->vlen, on_delivered, p) < 0) {
         struct dm_idem_ref ref = idem_ref(p);
         if (p->idem)
             dm_idem_abandon(&ref);
