@@ -12,10 +12,6 @@
 #include "common/metrics.h"
 #include "common/process.h"
 
-/* How long SIGTERM waits for viewers to take their `reconnect` and for Redis
- * to forget this node. */
-#define DRAIN_DEADLINE_MS 5000
-
 int main(int argc, char **argv)
 {
     struct dm_process proc;
@@ -58,10 +54,11 @@ fail:
     DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
 out:
     /* Drain: viewers get `reconnect` and close 1012, then each worker
-     * leaves Redis; every worker ends its loop when done or at the deadline. */
+     * leaves Redis; every worker ends its loop when done or at
+     * drain_timeout_ms. */
     for (int k = 0; k < n; k++) {
         if (workers[k] != NULL)
-            dm_worker_drain(workers[k], DRAIN_DEADLINE_MS);
+            dm_worker_drain(workers[k], (int)cfg->drain_timeout_ms);
     }
     for (int k = 0; k < n; k++)
         dm_worker_join(workers[k]);

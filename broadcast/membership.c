@@ -142,6 +142,7 @@ struct dm_membership *dm_membership_new(struct event_base *base, const struct dm
     m->rooms = rooms;
     m->redis =
         dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port, (int)cfg->redis_timeout_ms);
+    dm_redis_set_auth(m->redis, cfg->redis_user, cfg->redis_password_file);
     m->resync = true; /* the first flush registers the node */
     m->flush = evtimer_new(base, on_flush, m);
     m->refresh = event_new(base, -1, EV_PERSIST, on_refresh, m);

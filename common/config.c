@@ -146,16 +146,6 @@ static int set_value(struct dm_config *cfg, const struct conf_key *k, const char
     DM_PANIC("unknown config type");
 }
 
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
 static int load_file(struct dm_config *cfg, unsigned scope, const char *path, char err[DM_ERRLEN])
 {
     FILE *f = fopen(path, "r");
@@ -169,7 +159,7 @@ static int load_file(struct dm_config *cfg, unsigned scope, const char *path, ch
     }
     while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
         lineno++;
-        char *s = trim(line);
+        char *s = dm_str_trim(line);
         if (*s == '\0' || *s == '#')
             continue;
         char *eq = strchr(s, '=');
@@ -180,7 +170,7 @@ static int load_file(struct dm_config *cfg, unsigned scope, const char *path, ch
             break;
         }
         *eq = '\0';
-        char *key = trim(s), *value = trim(eq + 1);
+        char *key = dm_str_trim(s), *value = dm_str_trim(eq + 1);
         const struct conf_key *k = find_key(key, strlen(key));
         if (k == NULL) {
             snprintf(err, DM_ERRLEN, "%s: unknown key \"%s\"", origin, key);

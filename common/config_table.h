@@ -13,6 +13,10 @@
 DM_CONF(log_level, STR, "info", 0, 0, IB, "log level: debug, info, warn, error")
 DM_CONF(node_id, STR, "", 0, 0, IB, "node name in logs and Redis (default: <hostname>-<pid>)")
 DM_CONF(listen_host, STR, "0.0.0.0", 0, 0, IB, "address to listen on")
+DM_CONF(drain_timeout_ms, INT, "5000", 0, 600000, IB,
+        "on SIGTERM, longest wait for in-flight work before exiting: broadcast viewers taking "
+        "their reconnect; ingest answers to accepted comments (at least "
+        "kafka_delivery_timeout_ms + 1 s)")
 DM_CONF(port_file, STR, "", 0, 0, IB, "write the bound port to this file (for port 0)")
 
 /* Ingest HTTP */
@@ -48,6 +52,10 @@ DM_CONF(kafka_linger_ms, INT, "2", 0, 1000, I, "producer linger.ms")
 DM_CONF(kafka_delivery_timeout_ms, INT, "5000", 100, 300000, I,
         "give up on a record (answer 503) after this long")
 DM_CONF(kafka_queue_max, INT, "100000", 100, 10000000, I, "records in flight before 503")
+DM_CONF(kafka_properties_file, STR, "", 0, 0, IB,
+        "librdkafka properties (`name = value` lines, # comments) applied to every Kafka "
+        "client, e.g. security.protocol, ssl.ca.location, sasl.mechanisms, sasl.username, "
+        "sasl.password: TLS and SASL. Keep it in a secret; its values are never logged")
 DM_CONF(kafka_fetch_wait_ms, INT, "5", 1, 1000, B, "consumer fetch.wait.max.ms")
 DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000, B,
         "release a partition this long after its last local viewer left")
@@ -55,6 +63,9 @@ DM_CONF(partition_grace_ms, INT, "30000", 0, 3600000, B,
 /* Redis */
 DM_CONF(redis_host, STR, "127.0.0.1", 0, 0, IB, "Redis host")
 DM_CONF(redis_port, INT, "6379", 1, 65535, IB, "Redis port")
+DM_CONF(redis_user, STR, "", 0, 0, IB, "Redis ACL user (empty: the default user)")
+DM_CONF(redis_password_file, STR, "", 0, 0, IB,
+        "file holding the Redis password, sent with AUTH on every connection (empty: no AUTH)")
 DM_CONF(redis_prefix, STR, "dm:", 0, 0, IB, "prefix of every Redis key")
 DM_CONF(redis_timeout_ms, INT, "250", 10, 60000, IB, "longest wait for any Redis reply")
 DM_CONF(history_max, INT, "500", 0, 100000, I,

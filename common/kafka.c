@@ -44,6 +44,95 @@ int dm_kafka_conf_set_int(rd_kafka_conf_t *conf, const char *name, long long val
     return dm_kafka_conf_set(conf, name, num, err);
 }
 
+/* The operator's librdkafka properties: written once before any client or
+ * thread exists, then only read, so the workers share them without a lock. */
+#define KAFKA_PROPS_MAX 128
+
+struct kafka_prop {
+    char *name;
+    char *value;
+};
+
+static struct kafka_prop kafka_props[KAFKA_PROPS_MAX];
+static size_t n_kafka_props;
+
+void dm_kafka_free_properties(void)
+{
+    for (size_t i = 0; i < n_kafka_props; i++) {
+        free(kafka_props[i].name);
+        /* Values may be secrets (sasl.password): do not leave them in freed memory. */
+        memset(kafka_props[i].value, 0, strlen(kafka_props[i].value));
+        free(kafka_props[i].value);
+    }
+    n_kafka_props = 0;
+}
+
+/* One `name = value` line: checked on scratch, then kept. */
+static int add_property(rd_kafka_conf_t *scratch, char *line, const char *origin,
+                        char err[DM_ERRLEN])
+{
+    char errstr[160];
+    char *eq = strchr(line, '=');
+
+    if (eq == NULL) {
+        snprintf(err, DM_ERRLEN, "%s: expected name = value", origin);
+        return -1;
+    }
+    *eq = '\0';
+    const char *name = dm_str_trim(line), *value = dm_str_trim(eq + 1);
+    if (strcmp(name, "bootstrap.servers") == 0 || strcmp(name, "metadata.broker.list") == 0) {
+        snprintf(err, DM_ERRLEN, "%s: set the brokers with kafka_brokers, not here", origin);
+        return -1;
+    }
+    if (n_kafka_props == KAFKA_PROPS_MAX) {
+        snprintf(err, DM_ERRLEN, "%s: more than %d properties", origin, KAFKA_PROPS_MAX);
+        return -1;
+    }
+    if (rd_kafka_conf_set(scratch, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        /* librdkafka's message may quote the value; name the property only. */
+        snprintf(err, DM_ERRLEN, "%s: librdkafka refuses property \"%.60s\"", origin, name);
+        return -1;
+    }
+    kafka_props[n_kafka_props].name = dm_strdup(name);
+    kafka_props[n_kafka_props].value = dm_strdup(value);
+    n_kafka_props++;
+    return 0;
+}
+
+int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN])
+{
+    char line[4096], origin[DM_ERRLEN / 2];
+    int lineno = 0, rc = 0;
+    FILE *f = fopen(path, "r");
+
+    dm_kafka_free_properties();
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, DM_ERRLEN, "kafka_properties_file %s: %s", path, strerror(e));
+        return -1;
+    }
+    rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+    DM_AN(scratch);
+    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        snprintf(origin, sizeof(origin), "%.100s:%d", path, lineno);
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            snprintf(err, DM_ERRLEN, "%s: line longer than %zu bytes", origin, sizeof(line) - 2);
+            rc = -1;
+            break;
+        }
+        char *s = dm_str_trim(line);
+        if (*s != '\0' && *s != '#')
+            rc = add_property(scratch, s, origin, err);
+    }
+    rd_kafka_conf_destroy(scratch);
+    memset(line, 0, sizeof(line));
+    fclose(f);
+    if (rc < 0)
+        dm_kafka_free_properties();
+    return rc;
+}
+
 rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -58,6 +147,10 @@ rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers)
      * after it is back. */
     if (dm_kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0)
         DM_PANIC("reconnect.backoff.max.ms refused");
+    for (size_t i = 0; i < n_kafka_props; i++) {
+        if (dm_kafka_conf_set(conf, kafka_props[i].name, kafka_props[i].value, err) < 0)
+            DM_PANIC("a kafka property accepted at start-up was refused");
+    }
     rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     return conf;
 }

@@ -10,9 +10,24 @@
 
 #include "common/util.h"
 
-/* A new conf with bootstrap.servers = brokers and librdkafka's log lines
- * routed into DM_LOG. Caller owns it (rd_kafka_new takes it over). */
+/* A new conf with bootstrap.servers = brokers, the operator's properties
+ * (dm_kafka_load_properties) and librdkafka's log lines routed into DM_LOG.
+ * What the caller sets afterwards wins, so the settings the guarantees rest
+ * on (acks, idempotence, offsets) cannot be weakened by the file. Caller
+ * owns it (rd_kafka_new takes it over). */
 rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers);
+
+/* Reads librdkafka properties from path (kafka_properties_file): `name =
+ * value` lines, blank lines and # comments; at most 128 of them. Each is
+ * tried on a scratch conf, so an unknown name or a bad value stops start-up
+ * here with err naming the line (never the value: it may be a password).
+ * bootstrap.servers is refused: kafka_brokers is its one place. Call once
+ * at start-up, before any Kafka client or thread exists; afterwards the
+ * properties are only read. Replaces what an earlier call loaded. */
+int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN]);
+
+/* Forgets the loaded properties (at exit, after every client is gone). */
+void dm_kafka_free_properties(void);
 
 /* Sets name = value; -1 with err naming both on failure. */
 int dm_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,

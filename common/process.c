@@ -9,8 +9,10 @@
 
 #include <event2/event.h>
 
+#include "common/kafka.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/redis.h"
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -69,6 +71,19 @@ int dm_process_init(struct dm_process *p, unsigned scope, const char *prog, int 
             fprintf(stderr, "%s: %s\n", prog, err);
         return rc;
     }
+    if (*p->cfg.kafka_properties_file != '\0' &&
+        dm_kafka_load_properties(p->cfg.kafka_properties_file, err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        dm_config_fini(&p->cfg);
+        return -1;
+    }
+    if (*p->cfg.redis_password_file != '\0' &&
+        dm_redis_check_password_file(p->cfg.redis_password_file, err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        dm_kafka_free_properties();
+        dm_config_fini(&p->cfg);
+        return -1;
+    }
     dm_config_node_name(&p->cfg, p->node, sizeof(p->node));
     dm_log_set_node(p->node);
     dm_log_route_libevent();
@@ -99,6 +114,7 @@ void dm_process_fini(struct dm_process *p)
         event_free(p->sigint);
     if (p->base != NULL)
         event_base_free(p->base);
+    dm_kafka_free_properties();
     dm_config_fini(&p->cfg);
     dm_log_set_node("-"); /* the name lived in p */
     memset(p, 0, sizeof(*p));

@@ -1,7 +1,9 @@
 /* Async Redis with reconnects and per-command deadlines. */
 #include "common/redis.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,18 +18,22 @@
 #define DM_REDIS_MAGIC   0x72656469u
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
+#define PASSWORD_MAX     1024
 
 struct dm_redis {
     unsigned magic;
     struct event_base *base;
     char *host;
     int port;
+    char *auth_user;     /* NULL: the default user */
+    char *password_file; /* NULL: no AUTH */
     int timeout_ms;
     redisAsyncContext *ac; /* NULL while disconnected */
     bool connected;
     bool answering; /* the last command was answered in time (readiness) */
     int backoff_ms;
     struct event *reconnect;
+    struct event *drop; /* drops the connection from outside hiredis's callbacks */
     size_t pending;
     unsigned long errors;
     bool freeing;
@@ -44,6 +50,7 @@ struct call {
 };
 
 static void connect_now(struct dm_redis *r);
+static void on_drop(evutil_socket_t fd, short what, void *arg);
 
 static void schedule_reconnect(struct dm_redis *r)
 {
@@ -61,6 +68,71 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
     connect_now(arg);
 }
 
+static int read_password(const char *path, char *buf, size_t size, char err[DM_ERRLEN])
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, DM_ERRLEN, "redis_password_file %s: %s", path, strerror(e));
+        return -1;
+    }
+    size_t n = fread(buf, 1, size - 1, f);
+    bool longer = n == size - 1 && fgetc(f) != EOF;
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || longer) {
+        snprintf(err, DM_ERRLEN, "redis_password_file %s: %s", path,
+                 n == 0 ? "empty" : "longer than 1024 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+int dm_redis_check_password_file(const char *password_file, char err[DM_ERRLEN])
+{
+    char pw[PASSWORD_MAX + 2];
+    int rc = read_password(password_file, pw, sizeof(pw), err);
+    memset(pw, 0, sizeof(pw));
+    return rc;
+}
+
+static void on_auth_reply(const redisReply *reply, void *arg)
+{
+    struct dm_redis *r = arg;
+    /* NULL: the connection is already gone or being dropped. */
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return;
+    /* Refused: every later command on this connection would fail NOAUTH.
+     * Drop it (soon, outside this hiredis callback) and retry with backoff. */
+    DM_LOG(DM_LOG_ERROR, "msg=\"redis refused AUTH\" addr=%s:%d user=%s", r->host, r->port,
+           r->auth_user != NULL ? r->auth_user : "default");
+    r->answering = false;
+    event_active(r->drop, EV_TIMEOUT, 0);
+}
+
+/* Sends AUTH ahead of anything else on a new connection (Redis answers in
+ * order, so the commands after it run authenticated). */
+static void send_auth(struct dm_redis *r)
+{
+    char pw[PASSWORD_MAX + 2], err[DM_ERRLEN];
+    int rc;
+
+    if (read_password(r->password_file, pw, sizeof(pw), err) < 0) {
+        DM_LOG(DM_LOG_ERROR, "msg=\"redis password unreadable\" detail=\"%s\"", err);
+        event_active(r->drop, EV_TIMEOUT, 0);
+        return;
+    }
+    if (r->auth_user != NULL)
+        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %s %s", r->auth_user, pw);
+    else
+        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %s", pw);
+    memset(pw, 0, sizeof(pw));
+    if (rc < 0)
+        event_active(r->drop, EV_TIMEOUT, 0);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct dm_redis *r = ac->data;
@@ -76,6 +148,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->connected = true;
     r->backoff_ms = RECONNECT_MIN_MS;
     DM_LOG(DM_LOG_INFO, "msg=\"redis connected\" addr=%s:%d", r->host, r->port);
+    if (r->password_file != NULL)
+        send_auth(r);
     /* A frozen Redis still accepts connections (the kernel does): it is
      * usable once it answers. */
     (void)dm_redis_commandf(r, NULL, NULL, "PING");
@@ -128,9 +202,21 @@ struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int por
     r->timeout_ms = timeout_ms;
     r->backoff_ms = RECONNECT_MIN_MS;
     r->reconnect = evtimer_new(base, on_reconnect_timer, r);
+    r->drop = evtimer_new(base, on_drop, r);
     DM_AN(r->reconnect);
+    DM_AN(r->drop);
     connect_now(r);
     return r;
+}
+
+void dm_redis_set_auth(struct dm_redis *r, const char *user, const char *password_file)
+{
+    DM_CHECK_OBJ(r, DM_REDIS_MAGIC);
+    free(r->auth_user);
+    free(r->password_file);
+    r->auth_user = user != NULL && *user != '\0' ? dm_strdup(user) : NULL;
+    r->password_file =
+        password_file != NULL && *password_file != '\0' ? dm_strdup(password_file) : NULL;
 }
 
 void dm_redis_free(struct dm_redis *r)
@@ -144,7 +230,10 @@ void dm_redis_free(struct dm_redis *r)
         redisAsyncFree(r->ac);
     DM_ASSERT(r->pending == 0);
     event_free(r->reconnect);
+    event_free(r->drop);
     free(r->host);
+    free(r->auth_user);
+    free(r->password_file);
     r->magic = 0;
     free(r);
 }
@@ -174,6 +263,30 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     free(c);
 }
 
+/* Frees the connection and schedules a reconnect; pending callbacks fire
+ * with NULL first. Only from a timer or event of ours, never from inside a
+ * hiredis callback, where freeing the context would pull it from under
+ * hiredis. */
+static void drop_connection(struct dm_redis *r)
+{
+    if (r->ac == NULL)
+        return;
+    r->errors++;
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    r->connected = false;
+    redisAsyncFree(ac);
+    if (!evtimer_pending(r->reconnect, NULL))
+        schedule_reconnect(r);
+}
+
+static void on_drop(evutil_socket_t fd, short what, void *arg)
+{
+    DM_UNUSED(fd);
+    DM_UNUSED(what);
+    drop_connection(arg);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct call *c = arg;
@@ -185,18 +298,11 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     r->answering = false;
     /* hiredis has no command timeout: a Redis that stopped answering would
      * keep every later command queued. Drop the connection (its pending
-     * callbacks fire with NULL, which frees c) and reconnect. Safe here:
-     * this is a timer, not a hiredis callback. */
+     * callbacks fire with NULL, which frees c) and reconnect. */
     if (r->ac != NULL) {
         DM_LOG(DM_LOG_WARN, "msg=\"redis did not answer in time, reconnecting\" timeout_ms=%d",
                r->timeout_ms);
-        r->errors++;
-        redisAsyncContext *ac = r->ac;
-        r->ac = NULL;
-        r->connected = false;
-        redisAsyncFree(ac);
-        if (!evtimer_pending(r->reconnect, NULL))
-            schedule_reconnect(r);
+        drop_connection(r);
     }
 }
 

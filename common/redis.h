@@ -25,6 +25,19 @@ typedef void (*dm_redis_reply_cb)(const struct redisReply *reply, void *arg);
  * Never fails: an unreachable Redis is retried in the background. */
 struct dm_redis *dm_redis_new(struct event_base *base, const char *host, int port, int timeout_ms);
 
+/* Authenticates every connection from now on with AUTH [user] password,
+ * the password read from password_file at each connect (a rotated secret is
+ * picked up at the next reconnect). Call right after dm_redis_new, before
+ * the loop runs. A refused AUTH drops the connection and retries with
+ * backoff; the client stays unusable meanwhile. user "" or NULL: the
+ * default user. Both strings are copied. */
+void dm_redis_set_auth(struct dm_redis *r, const char *user, const char *password_file);
+
+/* Whether password_file holds a usable password (1..1024 bytes before its
+ * trailing newline): for start-up, so a missing secret stops the node
+ * instead of leaving it unready. -1 with err otherwise. */
+int dm_redis_check_password_file(const char *password_file, char err[DM_ERRLEN]);
+
 /* Drops the connection; pending callbacks fire with NULL first. NULL: no-op. */
 void dm_redis_free(struct dm_redis *r);
 

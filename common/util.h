@@ -28,6 +28,10 @@ void *dm_realloc(void *p, size_t n);
 char *dm_strdup(const char *s);
 char *dm_strndup(const char *s, size_t n);
 
+/* Cuts leading and trailing white space off s in place; returns the first
+ * non-space character (for `name = value` lines). */
+char *dm_str_trim(char *s);
+
 /* A duration in milliseconds as the struct timeval libevent wants. */
 struct timeval dm_timeval_ms(int64_t ms);
 

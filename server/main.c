@@ -75,10 +75,14 @@ fail:
     DM_LOG(DM_LOG_ERROR, "msg=\"startup failed\" detail=\"%s\"", err);
 out:
     /* No new connections; comments in flight get their answer once Kafka
-     * has acknowledged them (or failed them), within the delivery timeout. */
+     * has acknowledged them (or failed them), within the delivery timeout:
+     * never wait less than that, or an accepted comment loses its answer. */
+    int64_t drain_ms = cfg->kafka_delivery_timeout_ms + 1000;
+    if (cfg->drain_timeout_ms > drain_ms)
+        drain_ms = cfg->drain_timeout_ms;
     for (int k = 0; k < n; k++) {
         if (workers[k] != NULL)
-            dm_ingest_worker_stop(workers[k], (int)cfg->kafka_delivery_timeout_ms + 1000);
+            dm_ingest_worker_stop(workers[k], (int)drain_ms);
     }
     for (int k = 0; k < n; k++)
         dm_ingest_worker_join(workers[k]);

@@ -22,6 +22,7 @@ struct dm_store *dm_store_new(struct event_base *base, const struct dm_config *c
     s->cfg = cfg;
     s->redis =
         dm_redis_new(base, cfg->redis_host, (int)cfg->redis_port, (int)cfg->redis_timeout_ms);
+    dm_redis_set_auth(s->redis, cfg->redis_user, cfg->redis_password_file);
     return s;
 }
 
