@@ -3,16 +3,33 @@
 # is missing: safe to run on every `make test` / `make run`. Non-interactive
 # (no prompts, no stdin), quiet unless something fails.
 #
-#   build:    build-essential pkg-config libevent-dev libhiredis-dev librdkafka-dev
-#             libjansson-dev libjwt-dev libssl-dev clang clang-format
-#             libclang-rt-14-dev (clang's libFuzzer and sanitizer runtimes, for `make fuzz`)
-#   test/run: redis-server, curl, a JDK (default-jdk-headless, if `java` is missing),
-#             maven (if `mvn` is missing), python3 + python3-pytest (if
-#             `python3 -m pytest` does not work)
+#   deploy/install-deps.sh [build|run|all]     (default: all)
+#
+#   build: build-essential pkg-config libevent-dev libhiredis-dev librdkafka-dev
+#          libjansson-dev libjwt-dev libssl-dev: `make bins`, and all the
+#          Dockerfile's build stage runs
+#   run:   build + redis-server, curl: `make run`, `make bench`
+#   all:   run + clang, libclang-rt-14-dev (libFuzzer and sanitizer runtimes),
+#          clang-format, chromium (the demo page's browser test), prometheus
+#          (promtool checks the alert rules), a JDK (default-jdk-headless, if
+#          `java` is missing), maven (if `mvn` is missing), nodejs + npm (if
+#          `node` is missing), golang-go (if `go` is missing: builds helm),
+#          python3 + python3-pytest (if `python3 -m pytest` does not work):
+#          `make test`
 #
 # The tests start their own redis-server on a free port; the package's own
-# service is neither used nor started here (see hold_services below).
+# service (and prometheus's) is neither used nor started here (see
+# hold_services below).
 set -euo pipefail
+
+GROUP=${1:-all}
+case $GROUP in
+build | run | all) ;;
+*)
+    echo "usage: $0 [build|run|all]" >&2
+    exit 2
+    ;;
+esac
 
 export DEBIAN_FRONTEND=noninteractive
 export NEEDRESTART_MODE=a
@@ -26,29 +43,43 @@ die() {
     exit 1
 }
 
-# clang only recommends its runtimes (libFuzzer, ASan) and we install
-# without recommends: name them; 14 is Debian 12's clang.
 BUILD_PKGS=(build-essential pkg-config libevent-dev libhiredis-dev librdkafka-dev
-    libjansson-dev libjwt-dev libssl-dev clang libclang-rt-14-dev clang-format)
-RUNTIME_PKGS=(redis-server curl)
+    libjansson-dev libjwt-dev libssl-dev)
+PKGS=("${BUILD_PKGS[@]}")
+COMMANDS=(cc pkg-config)
+if [[ $GROUP != build ]]; then
+    PKGS+=(redis-server curl)
+    COMMANDS+=(redis-server redis-cli curl)
+fi
+if [[ $GROUP == all ]]; then
+    # clang only recommends its runtimes (libFuzzer, ASan) and we install
+    # without recommends: name them; 14 is Debian 12's clang.
+    PKGS+=(clang libclang-rt-14-dev clang-format chromium prometheus)
+    COMMANDS+=(clang-format chromium promtool java mvn node npm go python3)
+fi
 
 installed() {
     dpkg -s "$1" 2>/dev/null | grep -q '^Status: .* installed$'
 }
 
 missing=()
-for pkg in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}"; do
+for pkg in "${PKGS[@]}"; do
     installed "$pkg" || missing+=("$pkg")
 done
-command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
-command -v mvn >/dev/null 2>&1 || missing+=(maven)
-# Node runs the third-party WebSocket client in the conformance tests.
-command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
-# tests/run.sh uses the first of python3 and /usr/bin/python3 that has pytest.
-if ! python3 -m pytest --version >/dev/null 2>&1 &&
-    ! /usr/bin/python3 -m pytest --version >/dev/null 2>&1; then
-    installed python3 || missing+=(python3)
-    installed python3-pytest || missing+=(python3-pytest)
+if [[ $GROUP == all ]]; then
+    command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+    command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    # Node runs the third-party WebSocket client in the conformance tests
+    # and drives Chromium in the browser test.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+    # Go builds helm for the chart's checks (tests/deploy/install-tools.sh).
+    command -v go >/dev/null 2>&1 || missing+=(golang-go)
+    # tests/run.sh uses the first of python3 and /usr/bin/python3 that has pytest.
+    if ! python3 -m pytest --version >/dev/null 2>&1 &&
+        ! /usr/bin/python3 -m pytest --version >/dev/null 2>&1; then
+        installed python3 || missing+=(python3)
+        installed python3-pytest || missing+=(python3-pytest)
+    fi
 fi
 
 if ((${#missing[@]} == 0)); then
@@ -100,12 +131,16 @@ apt update
 apt install --no-install-recommends "${missing[@]}"
 
 # Re-check what the tools need, so a half-working system fails here and not later.
-for pkg in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}"; do
+for pkg in "${PKGS[@]}"; do
     installed "$pkg" || die "$pkg is still not installed"
 done
-for cmd in cc pkg-config clang-format redis-server redis-cli curl java mvn python3; do
+for cmd in "${COMMANDS[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing"
 done
+[[ $GROUP == all ]] || {
+    log "done"
+    exit 0
+}
 python3 -m pytest --version >/dev/null 2>&1 ||
     log "warning: 'python3 -m pytest' still fails (a python3 other than Debian's on PATH?)"
 log "done"

@@ -52,7 +52,7 @@ else
     PIN_GEN=()
 fi
 
-deploy/install-deps.sh
+deploy/install-deps.sh run
 log "building (optimized)"
 make -j"$NCPU" bins >/dev/null
 

@@ -48,7 +48,7 @@ fi
 ALONE=(taskset -c 0)
 REST=(taskset -c "1-$((NCPU - 1))")
 
-deploy/install-deps.sh
+deploy/install-deps.sh run
 make -j"$NCPU" bins >/dev/null
 "${REST[@]}" tests/services/services.sh start "$STATE" >/dev/null
 # shellcheck disable=SC1091
