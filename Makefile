@@ -137,6 +137,12 @@ soak:
 deps:
 	$(Q)deploy/install-deps.sh
 
+# The configuration reference in docs/operations.md, from the binaries'
+# --help (tests/deploy/test_docs.py fails when it is stale).
+.PHONY: docs
+docs: $(INGEST) $(BCAST)
+	$(Q)docs/config_reference.py --build $(BUILD)
+
 clean:
 	rm -rf build
 

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # `make test`: install what is missing, build the default, ASan+UBSan and
 # TSan builds, start real Redis and a real Kafka broker, run every unit and
-# integration test against the default and ASan+UBSan builds and the
-# threaded paths (TSAN_TESTS) against the TSan build, stop everything, and
-# print one final line "N passed, N failed". Exit status 0 only when nothing
-# failed.
+# integration test (the demo page's in headless Chromium among them) against
+# the default and ASan+UBSan builds and the threaded paths (TSAN_TESTS)
+# against the TSan build, then the deployment checks (tests/deploy) and the
+# fuzzers, stop everything, and print one final line "N passed, N failed".
+# Exit status 0 only when nothing failed. Test artifacts (the browser test's
+# screenshots) land in DANMAKU_ARTIFACTS, build/test-artifacts by default.
 #
 #   TEST_MODES="default address thread"   builds to test (default: all three)
-#   PYTEST_ARGS="-k pipeline"             extra pytest arguments
+#   PYTEST_ARGS="-k pipeline"             extra pytest arguments (integration tests)
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 MODES=${TEST_MODES:-default address thread}
+export DANMAKU_ARTIFACTS=${DANMAKU_ARTIFACTS:-$ROOT/build/test-artifacts}
 # Under TSan (several times slower) the tests of the multi-threaded paths:
 # worker threads, Kafka's threads, catch-up readers, the load tester's
 # threads and processes. The timing-sensitive rest runs in the other modes.
@@ -36,6 +39,23 @@ die() {
     exit 1
 }
 
+# "passed failed" of a pytest JUnit XML file; "0 1" when it is unreadable
+# (pytest crashed) or holds no test.
+junit_counts() {
+    "$PYTHON" - "$1" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 1"); sys.exit()
+suites = [root] if root.tag == "testsuite" else list(root)
+total = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(total - bad - skipped, bad if total else 1)
+PY
+}
+
 deploy/install-deps.sh || die "installing dependencies failed"
 PYTHON=python3
 "$PYTHON" -m pytest --version >/dev/null 2>&1 || PYTHON=/usr/bin/python3
@@ -51,10 +71,17 @@ if ! "$PYTHON" -c 'import sys, websockets; sys.exit(int(websockets.__version__.s
     "$PYTHON" -m pip install "${pip_flags[@]}" -r tests/integration/requirements.txt ||
         die "installing the Python WebSocket client failed"
 fi
-if [[ ! -d tests/integration/node/node_modules/ws ]]; then
+# Node: the ws client, and playwright-core driving Debian's Chromium in the
+# demo page's browser test. Reinstalled when any pinned package is missing.
+if ! (cd tests/integration/node && node -e '
+        for (const d of Object.keys(require("./package.json").dependencies))
+            require.resolve(d + "/package.json");' 2>/dev/null); then
     (cd tests/integration/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-        die "installing the Node WebSocket client failed"
+        die "installing the Node packages of the tests failed"
 fi
+# The deployment checks' tools: helm (built from source with Go),
+# kubernetes-validate and PyYAML (tests/deploy/install-tools.sh).
+tests/deploy/install-tools.sh || die "installing the deployment checks' tools failed"
 
 for mode in $MODES; do
     san=
@@ -106,22 +133,22 @@ for mode in $MODES; do
     DANMAKU_STORM_SECONDS=${DANMAKU_STORM_SECONDS:-$storm_s} \
         DANMAKU_BUILD="$ROOT/build/$mode" "$PYTHON" -m pytest -q -p no:cacheprovider \
         --junitxml="$xml" ${PYTEST_ARGS:-} "${selection[@]}"
-    counts=$("$PYTHON" - "$xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except Exception:
-    print("0 1"); sys.exit()
-suites = [root] if root.tag == "testsuite" else list(root)
-total = sum(int(s.get("tests", 0)) for s in suites)
-bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
-skipped = sum(int(s.get("skipped", 0)) for s in suites)
-print(total - bad - skipped, bad if total else 1)
-PY
-)
+    counts=$(junit_counts "$xml")
     passed=$((passed + ${counts% *}))
     failed=$((failed + ${counts#* }))
 done
+
+# The Dockerfile, the Helm chart, the compose stack, the dashboard and alert
+# rules, and the generated docs (tests/deploy), once, against the first
+# build; the observability checks scrape live nodes on the running services.
+first_mode=${MODES%% *}
+echo "== deployment checks"
+xml="$STATE/pytest-deploy.xml"
+DANMAKU_BUILD="$ROOT/build/$first_mode" "$PYTHON" -m pytest -q -p no:cacheprovider \
+    --junitxml="$xml" tests/deploy
+counts=$(junit_counts "$xml")
+passed=$((passed + ${counts% *}))
+failed=$((failed + ${counts#* }))
 
 # The libFuzzer harnesses (fuzz/README.md): each replays its committed corpus
 # and regressions, then fuzzes for FUZZ_CI_SECONDS (0: replay only); one test
@@ -146,5 +173,6 @@ else
 fi
 
 echo
+echo "test artifacts: ${DANMAKU_ARTIFACTS#"$ROOT"/}"
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -1,0 +1,38 @@
+"""docs/operations.md's configuration reference is generated from the config
+table (through the binaries' --help): it must be current, and cover every
+key of both nodes."""
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("DANMAKU_BUILD", os.path.join(ROOT, "build", "default"))
+GENERATOR = os.path.join(ROOT, "docs", "config_reference.py")
+
+
+def test_config_reference_is_current():
+    result = subprocess.run([sys.executable, GENERATOR, "--build", BUILD, "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
+def test_every_key_of_both_nodes_is_documented_once():
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        documented = re.findall(r"^\| `(\w+)` \| `DANMAKU_", f.read(), re.M)
+    keys = set()
+    for binary in ("danmaku-ingest", "danmaku-broadcast"):
+        out = subprocess.run([os.path.join(BUILD, "bin", binary), "--help"],
+                             capture_output=True, text=True, timeout=30).stdout
+        keys |= {k.replace("-", "_") for k in re.findall(r"^  --([\w-]+) ", out, re.M)}
+    assert len(keys) > 50
+    assert sorted(documented) == sorted(keys)
+
+
+def test_readme_links_the_operations_guide():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert "(docs/operations.md)" in readme
+    for command in ("docker build", "helm install", "docker compose"):
+        assert command in readme, command
