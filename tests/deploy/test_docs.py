@@ -36,3 +36,19 @@ def test_readme_links_the_operations_guide():
     assert "(docs/operations.md)" in readme
     for command in ("docker build", "helm install", "docker compose"):
         assert command in readme, command
+
+
+def _anchor(heading):
+    """The anchor a Markdown renderer gives a heading (GitHub's rules)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_runbook_link_has_its_section():
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", f.read(), re.M)}
+    rules = os.path.join(ROOT, "deploy", "helm", "danmaku", "files", "alerts",
+                         "danmaku-rules.yml")
+    with open(rules) as f:
+        links = re.findall(r"runbook_url: \S*docs/operations\.md#([\w-]+)", f.read())
+    assert len(links) >= 5
+    assert not sorted(set(links) - anchors), "runbook links without a section"
