@@ -52,3 +52,29 @@ def test_every_runbook_link_has_its_section():
         links = re.findall(r"runbook_url: \S*docs/operations\.md#([\w-]+)", f.read())
     assert len(links) >= 5
     assert not sorted(set(links) - anchors), "runbook links without a section"
+
+
+def _exported_metric_names():
+    """Every series name the nodes export, from common/metrics_table.h."""
+    with open(os.path.join(ROOT, "common", "metrics_table.h")) as f:
+        rows = re.findall(r"DM_METRIC\(\w+,\s*(\w+),\s*(\w+),", f.read())
+    names = set()
+    for kind, family in rows:
+        name = "danmaku_" + family
+        if kind == "COUNTER":
+            names.add(name if name.endswith("_total") else name + "_total")
+        elif kind == "HISTOGRAM":
+            names |= {name, name + "_bucket", name + "_sum", name + "_count"}
+        else:
+            names.add(name)
+    return names
+
+
+def test_metrics_named_in_the_docs_exist():
+    exported = _exported_metric_names()
+    assert "danmaku_connections" in exported
+    for doc in ("docs/operations.md", "README.md"):
+        with open(os.path.join(ROOT, doc)) as f:
+            named = set(re.findall(r"\bdanmaku_[a-z_]+[a-z]\b", f.read()))
+        named = {n for n in named if not n.endswith("_")}
+        assert not sorted(named - exported), f"{doc} names metrics no node exports"
