@@ -78,3 +78,17 @@ def test_metrics_named_in_the_docs_exist():
             named = set(re.findall(r"\bdanmaku_[a-z_]+[a-z]\b", f.read()))
         named = {n for n in named if not n.endswith("_")}
         assert not sorted(named - exported), f"{doc} names metrics no node exports"
+
+
+def test_readme_helm_install_command_renders(tool, tmp_path):
+    """The README's `helm install` example, rendered as `helm template`."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    command = re.search(r"^helm install (.*?)(?<!\\)$", readme, re.M | re.S).group(0)
+    command = command.replace("\\\n", " ").replace("<your registry>", "registry.example")
+    args = command.split()[2:]
+    result = subprocess.run([tool("helm"), "template", *args, "--kube-version", "1.31.0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 'image: "registry.example/danmaku:1.0"' in result.stdout
+    assert "kafka-0.kafka:9092" in result.stdout
