@@ -11,14 +11,15 @@
 #   run:   build + redis-server, curl: `make run`, `make bench`
 #   all:   run + clang, libclang-rt-14-dev (libFuzzer and sanitizer runtimes),
 #          clang-format, chromium (the demo page's browser test), prometheus
-#          (promtool checks the alert rules), a JDK (default-jdk-headless, if
+#          (promtool checks the alert rules), haproxy (checks the compose
+#          stack's load balancer config), a JDK (default-jdk-headless, if
 #          `java` is missing), maven (if `mvn` is missing), nodejs + npm (if
 #          `node` is missing), golang-go (if `go` is missing: builds helm),
 #          python3 + python3-pytest (if `python3 -m pytest` does not work):
 #          `make test`
 #
 # The tests start their own redis-server on a free port; the package's own
-# service (and prometheus's) is neither used nor started here (see
+# service (and prometheus's, haproxy's) is neither used nor started here (see
 # hold_services below).
 set -euo pipefail
 
@@ -54,8 +55,8 @@ fi
 if [[ $GROUP == all ]]; then
     # clang only recommends its runtimes (libFuzzer, ASan) and we install
     # without recommends: name them; 14 is Debian 12's clang.
-    PKGS+=(clang libclang-rt-14-dev clang-format chromium prometheus)
-    COMMANDS+=(clang-format chromium promtool java mvn node npm go python3)
+    PKGS+=(clang libclang-rt-14-dev clang-format chromium prometheus haproxy)
+    COMMANDS+=(clang-format chromium promtool haproxy java mvn node npm go python3)
 fi
 
 installed() {
