@@ -96,7 +96,21 @@ $(TOKEN): $(call obj,$(TOKEN_SRCS)) $(LIBDM) $(SHIM)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BCAST): $(call obj,$(BCAST_SRCS)) $(LIBDM) $(SHIM)
+# The demo page the broadcast node serves at /: broadcast/demo.html compiled
+# in as a byte array, so the binary needs no files at run time.
+DEMO_GEN := $(BUILD)/gen/demo_html.c
+DEMO_OBJ := $(BUILD)/obj/gen/demo_html.o
+
+$(DEMO_GEN): broadcast/demo.html broadcast/embed.sh
+	@mkdir -p $(dir $@)
+	$(Q)sh broadcast/embed.sh dm_demo_html broadcast/demo.html >$@.tmp && mv $@.tmp $@
+
+$(DEMO_OBJ): $(DEMO_GEN)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BCAST): $(call obj,$(BCAST_SRCS)) $(DEMO_OBJ) $(LIBDM) $(SHIM)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -10,6 +10,7 @@
 
 #include "broadcast/conn.h"
 #include "broadcast/consumer.h"
+#include "broadcast/demo.h"
 #include "broadcast/membership.h"
 #include "broadcast/room.h"
 #include "common/accept_pause.h"
@@ -983,6 +984,8 @@ struct dm_bcast *dm_bcast_new(struct event_base *base, const struct dm_config *c
         snprintf(err, DM_ERRLEN, "cannot register node events");
         goto fail;
     }
+    if (dm_demo_page_build(cfg, &b->demo_page, &b->demo_page_len, err) < 0)
+        goto fail;
     if (dm_auth_configured(cfg)) {
         b->verifier = dm_auth_verifier_new(cfg, err);
         if (b->verifier == NULL)
@@ -1053,6 +1056,7 @@ void dm_bcast_free(struct dm_bcast *b)
     }
     free(b->parts);
     dm_rooms_free(b->rooms);
+    free(b->demo_page);
     if (b->heartbeat != NULL)
         event_free(b->heartbeat);
     if (b->tick != NULL)

@@ -73,7 +73,9 @@ struct dm_bcast {
     struct event *tick;     /* every second: token expiry, online pushes */
     int64_t next_online_ms; /* when the next online pushes go out */
     uint64_t next_conn_id;
-    bool draining; /* SIGTERM: no new connections */
+    bool draining;   /* SIGTERM: no new connections */
+    char *demo_page; /* the page at /, built at start-up; NULL when turned off */
+    size_t demo_page_len;
 };
 
 /* Builds one worker of the node: rooms, Kafka consumer, viewers accepted

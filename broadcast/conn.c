@@ -22,7 +22,6 @@
 #include <event2/event_struct.h>
 
 #include "broadcast/bcast.h"
-#include "broadcast/demo.h"
 #include "broadcast/room.h"
 #include "common/check.h"
 #include "common/config.h"
@@ -708,19 +707,35 @@ static size_t read_frames(struct dm_conn *c, size_t off)
 
 /* ---- handshake ---- */
 
-static void send_http(struct dm_conn *c, int status, const char *ctype, const char *body,
-                      size_t len)
+/* extra: more header lines, each ending in CRLF ("" for none). */
+static void send_http_with(struct dm_conn *c, int status, const char *ctype, const char *extra,
+                           const char *body, size_t len)
 {
-    char head[256];
+    char head[1024];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                     status, dm_http_reason(status), ctype, len);
+                     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                     status, dm_http_reason(status), ctype, len, extra);
     DM_ASSERT(n > 0 && (size_t)n < sizeof(head));
     send_bytes(c, head, (size_t)n);
     send_bytes(c, body, len);
     dm_conn_close(c, DM_CLOSE_HTTP_DONE);
 }
+
+static void send_http(struct dm_conn *c, int status, const char *ctype, const char *body,
+                      size_t len)
+{
+    send_http_with(c, status, ctype, "", body, len);
+}
+
+/* The demo page holds a sender's token: other sites may not frame it
+ * (clickjacking), and only its own inline code runs, talking to any
+ * http(s)/ws(s) endpoint (the ingest API is configurable). */
+#define DEMO_HEADERS                                                                               \
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "                    \
+    "style-src 'unsafe-inline'; img-src data:; connect-src 'self' http: https: ws: wss:; "         \
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"                              \
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
 
 static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
 {
@@ -743,8 +758,9 @@ static void serve_plain_get(struct dm_conn *c, const struct dm_ws_request *req)
         char *text = dm_bcast_metrics(c->b, &len);
         send_http(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
         free(text);
-    } else if (strcmp(req->path, "/") == 0)
-        send_http(c, 200, "text/html; charset=utf-8", dm_demo_page, dm_demo_page_len);
+    } else if (strcmp(req->path, "/") == 0 && c->b->demo_page != NULL)
+        send_http_with(c, 200, "text/html; charset=utf-8", DEMO_HEADERS, c->b->demo_page,
+                       c->b->demo_page_len);
     else
         send_http(c, 404, "application/json", not_found, sizeof(not_found) - 1);
 }

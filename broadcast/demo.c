@@ -1,41 +1,100 @@
-/* A minimal viewer: joins ?room= (default "demo") over /v1/ws and lists the
- * comments as they arrive. The full demo stage comes with issue 7. */
+/* The demo page: the embedded broadcast/demo.html with the node's settings
+ * put into its one placeholder, once per worker at start-up (never per
+ * request). */
 #include "broadcast/demo.h"
 
-const char dm_demo_page[] =
-    "<!doctype html>\n"
-    "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>danmaku viewer</title>\n"
-    "<style>body{font:15px system-ui,sans-serif;margin:2em;background:#111;color:#eee}"
-    "#log{list-style:none;padding:0}#log li{padding:2px 0}"
-    ".meta{color:#888;font-size:12px;margin-right:.6em}</style></head>\n"
-    "<body><h1>danmaku viewer</h1>\n"
-    "<p>room <b id=\"room\"></b> &middot; <span id=\"status\">connecting</span></p>\n"
-    "<ul id=\"log\"></ul>\n"
-    "<script>\n"
-    "const room = new URLSearchParams(location.search).get('room') || 'demo';\n"
-    "document.getElementById('room').textContent = room;\n"
-    "const status = document.getElementById('status'), log = document.getElementById('log');\n"
-    "function connect() {\n"
-    "  const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') +\n"
-    "      location.host + '/v1/ws?room=' + encodeURIComponent(room), 'danmaku.v1');\n"
-    "  ws.onmessage = (ev) => {\n"
-    "    const m = JSON.parse(ev.data);\n"
-    "    if (m.op === 'joined') status.textContent = 'joined, ' + m.online + ' online';\n"
-    "    if (m.op !== 'danmaku') return;\n"
-    "    const li = document.createElement('li'), meta = document.createElement('span');\n"
-    "    meta.className = 'meta';\n"
-    "    meta.textContent = '#' + m.offset + ' ' + m.data.name;\n"
-    "    li.appendChild(meta);\n"
-    "    li.appendChild(document.createTextNode(m.data.text));\n"
-    "    li.style.color = m.data.color;\n"
-    "    log.prepend(li);\n"
-    "    while (log.children.length > 200) log.lastChild.remove();\n"
-    "  };\n"
-    "  ws.onclose = () => { status.textContent = 'reconnecting'; setTimeout(connect, 1000); };\n"
-    "}\n"
-    "connect();\n"
-    "</script></body></html>\n";
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 
-const size_t dm_demo_page_len = sizeof(dm_demo_page) - 1;
+#include "common/check.h"
+#include "common/config.h"
+
+/* Written by broadcast/embed.sh from broadcast/demo.html: the bytes of the
+ * page and a terminating NUL (not counted in the length). */
+extern const unsigned char dm_demo_html[];
+extern const size_t dm_demo_html_len;
+
+/* The attribute value in demo.html that receives demo_ingest_url. It sits in
+ * a quoted attribute of a <meta> element, the one context where entity
+ * escaping is the whole story: the script reads it as text through the DOM
+ * and never evaluates it. */
+#define INGEST_MARK "@DEMO_INGEST_URL@"
+
+size_t dm_demo_escape_attr(const char *s, char *out)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        const char *ent = NULL;
+        switch (*p) {
+        case '&':
+            ent = "&amp;";
+            break;
+        case '<':
+            ent = "&lt;";
+            break;
+        case '>':
+            ent = "&gt;";
+            break;
+        case '"':
+            ent = "&quot;";
+            break;
+        case '\'':
+            ent = "&#39;";
+            break;
+        default:
+            break;
+        }
+        if (ent != NULL) {
+            memcpy(out + n, ent, strlen(ent));
+            n += strlen(ent);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            /* Controls would be stripped or normalised by the parser:
+             * keep them visible as what they are. */
+            n += (size_t)sprintf(out + n, "&#%u;", (unsigned)*p);
+        } else {
+            out[n++] = (char)*p;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* An http(s) URL or an absolute path (a proxy in front of both nodes), so a
+ * typo or a javascript: URL is refused at start-up rather than shown to
+ * viewers. What the value may contain is the escaper's business. */
+static bool ingest_url_valid(const char *url)
+{
+    return *url == '\0' || strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
+           (url[0] == '/' && url[1] != '/');
+}
+
+int dm_demo_page_build(const struct dm_config *cfg, char **page, size_t *len, char err[DM_ERRLEN])
+{
+    const char *tmpl = (const char *)dm_demo_html;
+    const char *mark = strstr(tmpl, INGEST_MARK);
+    size_t mlen = sizeof(INGEST_MARK) - 1;
+
+    *page = NULL;
+    *len = 0;
+    if (!cfg->demo_page)
+        return 0;
+    if (!ingest_url_valid(cfg->demo_ingest_url)) {
+        snprintf(err, DM_ERRLEN,
+                 "demo_ingest_url must be empty, an http:// or https:// URL or an absolute path");
+        return -1;
+    }
+    /* A page without its placeholder is a build bug, not a setting. */
+    DM_AN(mark);
+    size_t head = (size_t)(mark - tmpl), tail = dm_demo_html_len - head - mlen;
+    char *out = dm_malloc(head + 6 * strlen(cfg->demo_ingest_url) + tail + 1);
+    memcpy(out, tmpl, head);
+    size_t n = head + dm_demo_escape_attr(cfg->demo_ingest_url, out + head);
+    memcpy(out + n, mark + mlen, tail);
+    n += tail;
+    out[n] = '\0';
+    *page = out;
+    *len = n;
+    return 0;
+}

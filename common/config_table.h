@@ -120,3 +120,11 @@ DM_CONF(handshake_timeout_ms, INT, "5000", 100, 600000, B, "time allowed for the
 DM_CONF(allow_anonymous, BOOL, "true", 0, 0, B, "viewers may watch without a token")
 DM_CONF(ws_allowed_origins, STR, "", 0, 0, B,
         "Origin values allowed to connect: comma list, empty for any")
+DM_CONF(demo_page, BOOL, "true", 0, 0, B,
+        "serve the demo viewer page at / (a stage where the room's comments fly, a room "
+        "picker and a send box); false answers / with 404")
+DM_CONF(demo_ingest_url, STR, "", 0, 0, B,
+        "base URL of the ingest API the demo page posts comments to, as browsers reach it, "
+        "e.g. https://api.example.com or /ingest behind the same proxy (empty: the page's "
+        "own scheme and host name with port 8080); http(s) URLs or absolute paths only. "
+        "A viewer may override it with #ingest=URL in the page address")

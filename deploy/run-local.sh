@@ -4,9 +4,10 @@
 #   - Redis: the one answering on 127.0.0.1:6379, or a private one started here
 #   - Kafka: librdkafka's mock cluster in a helper process (no broker install)
 #   - danmaku-ingest on :8080 and danmaku-broadcast on :8081 (127.0.0.1)
-# then print the URLs, a sender token and a curl example. Ctrl-C stops
-# everything this script started. Ports and every other setting can be
-# changed with the usual DANMAKU_* variables (see --help of each binary).
+# then print the URLs (the viewer page's with a sender token, so its send box
+# works), the token and a curl example. Ctrl-C stops everything this script
+# started. Ports and every other setting can be changed with the usual
+# DANMAKU_* variables (see --help of each binary).
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -25,7 +26,7 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 0' INT TERM
 
-deploy/install-deps.sh
+deploy/install-deps.sh run
 make -j"$(nproc)" bins
 
 export DANMAKU_LISTEN_HOST=${DANMAKU_LISTEN_HOST:-127.0.0.1}
@@ -53,13 +54,15 @@ export DANMAKU_JWT_ALG=HS256
 
 "$BIN/danmaku-ingest" --port-file "$RUN/ingest.port" 2>"$RUN/ingest.log" &
 PIDS+=($!)
-# A viewer opening the demo page sees the room's last comments at once.
+wait_file "$RUN/ingest.port" 10 || { tail "$RUN/ingest.log"; exit 1; }
+ingest_port=$(<"$RUN/ingest.port")
+# A viewer opening the demo page sees the room's last comments at once, and
+# its send box posts to this ingest (whatever port it got).
 export DANMAKU_JOIN_BACKFILL=${DANMAKU_JOIN_BACKFILL:-20}
+export DANMAKU_DEMO_INGEST_URL=${DANMAKU_DEMO_INGEST_URL:-http://127.0.0.1:$ingest_port}
 "$BIN/danmaku-broadcast" --port-file "$RUN/broadcast.port" 2>"$RUN/broadcast.log" &
 PIDS+=($!)
-wait_file "$RUN/ingest.port" 10 || { tail "$RUN/ingest.log"; exit 1; }
 wait_file "$RUN/broadcast.port" 10 || { tail "$RUN/broadcast.log"; exit 1; }
-ingest_port=$(<"$RUN/ingest.port")
 ws_port=$(<"$RUN/broadcast.port")
 token=$("$BIN/danmaku-token" mint --alg HS256 --secret-file "$RUN/jwt-secret" --sub demo-user \
     --name "Demo User" --ttl 86400)
@@ -68,13 +71,15 @@ cat <<EOT
 
 danmaku is running (logs in $RUN).
 
-  viewer page   http://127.0.0.1:$ws_port/?room=demo
+  viewer page   http://127.0.0.1:$ws_port/?room=demo#token=$token
   WebSocket     ws://127.0.0.1:$ws_port/v1/ws?room=demo   (subprotocol danmaku.v1)
   ingest API    http://127.0.0.1:$ingest_port/v1/rooms/demo/danmaku
 
   sender token  $token
 
-Send a comment to room "demo" (open the viewer page first to watch it arrive):
+The viewer page's address carries the token (after #), so its send box works
+as it is. Or send a comment to room "demo" from a shell (open the viewer page
+first to watch it arrive):
 
   curl -s -X POST http://127.0.0.1:$ingest_port/v1/rooms/demo/danmaku \\
     -H 'Authorization: Bearer $token' \\

@@ -1,6 +1,7 @@
 """`make run` as a newcomer uses it: start it, open a viewer on the printed
 WebSocket URL, paste the printed curl command, and see the comment arrive
-within a second; then Ctrl-C stops everything it started."""
+within a second; then Ctrl-C stops everything it started. The printed viewer
+page URL carries the token, and the page posts to this run's ingest."""
 
 import os
 import re
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from dmtest import ROOT, WSClient, redis_port
+from dmtest import ROOT, WSClient, http, redis_port
 
 
 def read_until(proc, marker, timeout):
@@ -38,6 +39,16 @@ def test_make_run_then_the_printed_curl_reaches_a_viewer():
         assert ws_url, banner
         curl = re.search(r"^  (curl -s .*?)\n\n", banner, re.S | re.M).group(1)
         curl = curl.replace("\\\n", " ")
+
+        # The viewer page's address carries the sender token in its fragment,
+        # and the page it serves posts to this run's ingest.
+        token = re.search(r"sender token  (\S+)", banner).group(1)
+        page = re.search(r"viewer page   http://127\.0\.0\.1:(\d+)(/\?room=demo)#token=(\S+)",
+                         banner)
+        assert page and page.group(3) == token, banner
+        ingest_url = re.search(r"ingest API    (http://127\.0\.0\.1:\d+)/v1/", banner).group(1)
+        status, _, html = http(int(page.group(1)), "GET", page.group(2))
+        assert status == 200 and f'<meta name="dm-ingest" content="{ingest_url}">' in html
 
         viewer = WSClient(int(ws_url.group(1)), ws_url.group(2))
         assert viewer.recv_json()["op"] == "hello"

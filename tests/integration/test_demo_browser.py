@@ -1,0 +1,478 @@
+"""The demo page the broadcast node serves at `/` (broadcast/demo.html), end
+to end in headless Chromium against a real ingest, broadcast node, Kafka and
+Redis: the page joins the room from its address, shows the online count,
+sends a comment through the ingest API (CORS from another port) and draws it
+on the stage with its colour, mode and size; comments from other senders,
+top/bottom comments, priority comments and retracts show; scrolling
+comments never overlap; a room switch rewrites the address; and across a
+broadcast node restart the page resumes with offset and epoch, so what was
+posted while it was away appears exactly once. A screenshot of the page is
+kept as a test artifact (DANMAKU_ARTIFACTS, default build/test-artifacts).
+
+Chromium is Debian's `chromium` (/usr/bin/chromium, or DANMAKU_CHROMIUM),
+driven by playwright-core (tests/integration/node, `npm ci`); the test fails,
+never skips, without them. The tests without the browser check what the
+node does with its two settings: demo_page=false answers 404, and
+demo_ingest_url is escaped into the page, so no value can inject markup."""
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from dmtest import (ROOT, SECRET_FILE, http, mint, post_comment, start_broadcast,
+                    start_ingest)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(HERE, "node")
+DRIVER = os.path.join(NODE_DIR, "demo_browser.mjs")
+CHROMIUM = os.environ.get("DANMAKU_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = os.environ.get("DANMAKU_ARTIFACTS", os.path.join(ROOT, "build", "test-artifacts"))
+
+
+def browser_missing():
+    """Why the browser cannot run, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed (Debian package nodejs)"
+    if not os.path.isfile(os.path.join(NODE_DIR, "node_modules", "playwright-core",
+                                       "package.json")):
+        return "playwright-core is missing: run `npm ci` in tests/integration/node"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"Chromium not found at {CHROMIUM}: install Debian's chromium or set DANMAKU_CHROMIUM"
+    return None
+
+
+class Browser:
+    """demo_browser.mjs in a subprocess: one command at a time."""
+
+    def __init__(self):
+        why = browser_missing()
+        if why:
+            pytest.fail("the demo page test needs a browser: " + why, pytrace=False)
+        self.proc = subprocess.Popen(["node", DRIVER], cwd=NODE_DIR, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     bufsize=1)
+        self.answers = queue.Queue()
+        self.page_errors = []
+        self.console = []
+        self.next_id = 0
+        threading.Thread(target=self._pump, daemon=True).start()
+        ready = self._get(60)
+        if ready.get("event") != "ready":
+            self.proc.kill()
+            pytest.fail("the browser did not start: " + ready.get("error", json.dumps(ready))
+                        + "\n" + self.proc.stderr.read()[-3000:], pytrace=False)
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            if msg.get("event") == "pageerror":
+                self.page_errors.append(msg["message"])
+            elif msg.get("event") == "console":
+                self.console.append(f"{msg['type']}: {msg['text']}")
+            else:
+                self.answers.put(msg)
+        self.answers.put(None)
+
+    def _get(self, timeout):
+        try:
+            msg = self.answers.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no answer from the browser driver within {timeout} s")
+        if msg is None:
+            pytest.fail("the browser driver exited:\n" + self.proc.stderr.read()[-3000:])
+        return msg
+
+    def do(self, cmd, timeout=60, **args):
+        self.next_id += 1
+        self.proc.stdin.write(json.dumps(dict(args, id=self.next_id, cmd=cmd)) + "\n")
+        self.proc.stdin.flush()
+        msg = self._get(timeout)
+        assert msg.get("id") == self.next_id, msg
+        if not msg["ok"]:
+            raise AssertionError(f"{cmd} failed: {msg['error']}\nconsole:\n"
+                                 + "\n".join(self.console[-20:]))
+        return msg["value"]
+
+    def eval(self, fn, arg=None):
+        return self.do("eval", fn=fn, arg=arg)
+
+    def wait(self, fn, arg=None, timeout=20):
+        """Polls fn(arg) in the page until it is truthy (timeout in seconds);
+        returns that value."""
+        return self.do("wait", timeout=timeout + 30, fn=fn, arg=arg, ms=timeout * 1000)
+
+    def close(self):
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "close"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# Page probes (run in the page; the DOM is the page's interface).
+
+# The stage element showing a comment text: its mode, lanes, colour and where
+# it is relative to the stage.
+FIND = """(text) => {
+  const el = [...document.querySelectorAll('#stage .dm')].find(
+      (e) => e.textContent === text && e.style.visibility !== 'hidden');
+  if (!el) return null;
+  const s = document.getElementById('stage').getBoundingClientRect();
+  const b = el.getBoundingClientRect();
+  return { mode: el.dataset.mode, size: el.dataset.size, lane: +el.dataset.lane,
+           lanes: +el.dataset.lanes, color: getComputedStyle(el).color,
+           classes: [...el.classList], fontSize: parseFloat(getComputedStyle(el).fontSize),
+           top: b.top - s.top, bottom: s.bottom - b.bottom,
+           center: (b.left + b.right) / 2 - (s.left + s.right) / 2,
+           stageW: s.width, stageH: s.height };
+}"""
+
+# Every pair of visible scrolling comments whose boxes intersect.
+OVERLAPS = """() => {
+  const s = document.getElementById('stage').getBoundingClientRect();
+  const r = [...document.querySelectorAll('#stage .dm[data-mode=scroll]')]
+    .filter((e) => e.style.visibility !== 'hidden')
+    .map((e) => ({ t: e.textContent, lane: +e.dataset.lane, b: e.getBoundingClientRect() }))
+    .filter((x) => x.b.right > s.left && x.b.left < s.right);
+  const bad = [];
+  let sameLane = 0;
+  for (let i = 0; i < r.length; i++) {
+    for (let j = i + 1; j < r.length; j++) {
+      const a = r[i].b, b = r[j].b;
+      const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (dx > 0.5 && dy > 0.5) bad.push([r[i].t, r[i].lane, r[j].t, r[j].lane, dx, dy]);
+      if (r[i].lane === r[j].lane) sameLane++;
+    }
+  }
+  return { visible: r.length, lanes: new Set(r.map((x) => x.lane)).size, sameLane, bad,
+           elements: document.querySelectorAll('#stage .dm').length };
+}"""
+
+LOG_COUNT = """(text) => [...document.querySelectorAll('#log li .txt')]
+                  .filter((e) => e.textContent === text).length"""
+
+COUNTERS = """() => ({
+  shown: +document.getElementById('shown').textContent,
+  dropped: +document.getElementById('dropped').textContent,
+  queued: +document.getElementById('queued').textContent,
+  skipped: +document.getElementById('skipped').textContent,
+  online: document.getElementById('online').textContent,
+  state: document.getElementById('conn').dataset.state,
+  notice: document.getElementById('notice').textContent,
+  offsets: [...document.querySelectorAll('#log li')].map((li) => +li.dataset.offset),
+})"""
+
+LIVE = """() => document.getElementById('conn').dataset.state === 'live' &&
+             /^[0-9]+$/.test(document.getElementById('online').textContent) &&
+             +document.getElementById('online').textContent >= 1"""
+
+
+def post_ok(port, room, text, token, **fields):
+    status, _, body = post_comment(port, room, text, token, **fields)
+    assert status == 201, (status, body)
+    return body
+
+
+def on_stage(browser, text, timeout=20):
+    return browser.wait(FIND, text, timeout)
+
+
+def broadcast_args(ingest):
+    return ["--jwt-key-file", SECRET_FILE, "--demo-ingest-url", f"http://127.0.0.1:{ingest.port}",
+            "--online-interval-ms", "1000", "--workers", "1"]
+
+
+def test_demo_page_in_chromium():
+    room = "demo-" + uuid.uuid4().hex[:10]
+    sender = mint("page-user", name="Page User")
+    other = mint("other-user", name="Other")
+    paid = mint("paid-user", name="Paid", prio=2)
+    moderator = mint("mod-user", role="moderator")
+    browser = Browser()
+    ingest = start_ingest()
+    bcast = start_broadcast(*broadcast_args(ingest))
+    try:
+        # #ingest= in the address wins over the node's demo_ingest_url.
+        browser.do("open", url=f"http://127.0.0.1:{bcast.port}/?room={room}-probe"
+                              "#ingest=http://127.0.0.1:9/elsewhere/")
+        assert browser.eval("() => document.getElementById('ingest').value") == \
+            "http://127.0.0.1:9/elsewhere"
+        url = (f"http://127.0.0.1:{bcast.port}/?room={room}#token="
+               + urllib.parse.quote(sender))
+        browser.do("open", url=url)
+        browser.wait(LIVE)
+        assert browser.eval("() => document.getElementById('ingest').value") == \
+            f"http://127.0.0.1:{ingest.port}"
+        assert browser.eval("() => document.getElementById('token').value") == sender
+
+        # Sent from the page's own send box: the ingest is on another port,
+        # so this is a cross-origin POST with a CORS preflight.
+        text = "from the page " + uuid.uuid4().hex[:6]
+        browser.do("fill", selector="#text", value=text)
+        browser.do("fill", selector="#color", value="#ff8800")
+        browser.do("select", selector="#mode", value="scroll")
+        browser.do("select", selector="#size", value="large")
+        browser.do("click", selector="#send")
+        result = browser.wait("""() => { const r = document.getElementById('send-result');
+                                       return r.dataset.status && r.textContent; }""")
+        assert result.startswith("201 sent"), result
+        got = on_stage(browser, text)
+        assert got["mode"] == "scroll" and got["size"] == "large", got
+        assert got["color"] == "rgb(255, 136, 0)", got
+        assert got["lane"] >= 0 and got["lanes"] >= 1, got
+        # Marked as this page's own once the 201 is in (it may come second).
+        browser.wait("""(t) => [...document.querySelectorAll('#stage .dm.mine')]
+                                 .some((e) => e.textContent === t)""", text)
+        assert browser.eval("() => document.getElementById('text').value") == ""
+
+        # From another sender over HTTP: fixed comments at the top and the
+        # bottom, centred; a priority comment shown as such.
+        top = post_ok(ingest.port, room, "top comment", other, mode="top", color="#00ff66")
+        bottom_text = "bottom comment"
+        post_ok(ingest.port, room, bottom_text, other, mode="bottom", color="#66ccff",
+                size="small")
+        got = on_stage(browser, "top comment")
+        assert got["mode"] == "top" and got["color"] == "rgb(0, 255, 102)", got
+        assert got["top"] < got["stageH"] * 0.25 and abs(got["center"]) < 3, got
+        got = on_stage(browser, bottom_text)
+        assert got["mode"] == "bottom" and got["size"] == "small", got
+        assert got["bottom"] < got["stageH"] * 0.25 and abs(got["center"]) < 3, got
+        post_ok(ingest.port, room, "a paid comment", paid, color="#ffd24a")
+        got = on_stage(browser, "a paid comment")
+        assert "prio" in got["classes"], got
+
+        # A moderator retracts the top comment while it is still shown.
+        status, _, body = http(ingest.port, "DELETE",
+                               f"/v1/rooms/{room}/danmaku/{top['id']}",
+                               headers={"Authorization": "Bearer " + moderator})
+        assert status == 200, body
+        browser.wait("""(id) => !document.querySelector(`#stage .dm[data-id="${id}"]`) &&
+                         document.querySelector(`#log li.retracted[data-id="${id}"]`)""",
+                     top["id"])
+
+        # A burst: more scrolling comments than lanes, some large. Sampled
+        # while they fly, no two visible ones may overlap.
+        burst = []
+        fixed = [("welcome to the demo room", "top", "#ffd24a", paid),
+                 ("top and bottom comments stay 4 s", "bottom", "#9ef0ff", other)]
+        for t, mode, color, tok in fixed:
+            post_ok(ingest.port, room, t, tok, mode=mode, color=color)
+        for i in range(36):
+            t = f"burst {i:02d} " + "ha" * (i % 7 + 1)
+            size = ("small", "normal", "large")[i % 3]
+            color = ("#ffffff", "#ff5c6c", "#ffe14d", "#7cf29a", "#6ec3ff", "#d58cff")[i % 6]
+            post_ok(ingest.port, room, t, other, size=size, color=color)
+            burst.append(t)
+        seen_shared = False
+        samples = 0
+        start = time.time()
+        shot = None
+        while time.time() < start + 6:
+            geo = browser.eval(OVERLAPS)
+            assert not geo["bad"], f"overlapping comments: {geo['bad']}"
+            assert geo["elements"] <= 300, geo
+            seen_shared = seen_shared or geo["sameLane"] > 0
+            samples += geo["visible"] > 1
+            if shot is None and time.time() > start + 3.3:
+                # A busy stage, the fixed comments still up: the artifact.
+                shot = browser.do("screenshot", path=screenshot_path())
+                print("demo page screenshot:", shot)
+            time.sleep(0.1)
+        assert samples > 10, "the burst was never on the stage"
+        assert seen_shared, "no lane ever held two comments at once: lanes are not reused"
+        # Every comment was either shown or counted as dropped, and each
+        # element left the DOM when its animation ended.
+        browser.wait("""(n) => { const c = +document.getElementById('shown').textContent +
+                                          +document.getElementById('dropped').textContent;
+                                 return c >= n && document.querySelectorAll('#stage .dm')
+                                   .length === 0 && document.getElementById('queued')
+                                   .textContent === '0'; }""", 6 + len(burst), timeout=40)
+        counters = browser.eval(COUNTERS)
+        assert counters["shown"] + counters["dropped"] == 6 + len(burst), counters
+        for t in burst:
+            assert browser.eval(LOG_COUNT, t) == 1, t
+
+        # Room picker: the address follows, the new room's comments show and
+        # the old room's no longer do.
+        room2 = room + "-b"
+        browser.do("fill", selector="#room-input", value=room2)
+        browser.do("click", selector="#room-go")
+        browser.wait("(r) => new URLSearchParams(location.search).get('room') === r && "
+                     "location.hash.startsWith('#token=')", room2)
+        browser.wait(LIVE)
+        post_ok(ingest.port, room, "old room, not shown", other)
+        post_ok(ingest.port, room2, "in the second room", other)
+        on_stage(browser, "in the second room")
+        assert browser.eval(LOG_COUNT, "old room, not shown") == 0
+
+        # Resume across a node restart: posted while the page is away,
+        # shown exactly once after it is back.
+        post_ok(ingest.port, room2, "before the restart", other)
+        browser.wait(LOG_COUNT, "before the restart")
+        port = bcast.port
+        code, log = bcast.stop()
+        assert code == 0, log[-3000:]
+        browser.wait("() => document.getElementById('conn').dataset.state !== 'live'")
+        away = [f"while away {i}" for i in range(3)]
+        for t in away:
+            post_ok(ingest.port, room2, t, other)
+        # The new node also samples (density control) beyond 5 comments a
+        # second per viewer, for the skipped counter below.
+        bcast = start_broadcast(*broadcast_args(ingest), "--ws-port", str(port),
+                                "--density-cap", "5")
+        browser.wait(LIVE, timeout=40)
+        for t in away:
+            browser.wait(LOG_COUNT, t, timeout=20)
+        post_ok(ingest.port, room2, "after the restart", other)
+        browser.wait(LOG_COUNT, "after the restart")
+        time.sleep(0.5)
+        counters = browser.eval(COUNTERS)
+        for t in away + ["before the restart", "after the restart"]:
+            assert browser.eval(LOG_COUNT, t) == 1, (t, counters)
+        assert len(set(counters["offsets"])) == len(counters["offsets"]), counters
+        assert "resume" not in counters["notice"], counters
+        assert int(counters["online"]) >= 1, counters
+
+        # Over the density cap: the comments sampled out are counted on the
+        # page from the node's `skipped` notices.
+        time.sleep(1.2)
+        flood = [f"flood {i}" for i in range(12)]
+        for t in flood:
+            post_ok(ingest.port, room2, t, other)
+        browser.wait("""(n) => { const skipped = +document.getElementById('skipped').textContent;
+                                 const shown = [...document.querySelectorAll('#log li .txt')]
+                                   .filter((e) => e.textContent.startsWith('flood ')).length;
+                                 return skipped > 0 && skipped + shown === n; }""", len(flood))
+        assert not browser.page_errors, browser.page_errors
+    finally:
+        browser.close()
+        try:
+            bcast.assert_clean_exit()
+        finally:
+            ingest.assert_clean_exit()
+
+
+def screenshot_path():
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    return os.path.join(ARTIFACTS, "demo-page.png")
+
+
+# ---------------------------------------------------------------------------
+# The node's side, no browser needed.
+
+
+def get_page(port):
+    return http(port, "GET", "/")
+
+
+def test_demo_page_served_with_its_headers():
+    bcast = start_broadcast()
+    try:
+        status, headers, body = get_page(bcast.port)
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+        assert "<div id=\"stage\"" in body and "</html>" in body
+        # Empty demo_ingest_url: the page picks its own host name, port 8080.
+        assert '<meta name="dm-ingest" content="">' in body
+        csp = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+        assert headers["x-content-type-options"] == "nosniff"
+    finally:
+        bcast.assert_clean_exit()
+
+
+def test_demo_page_off_answers_404():
+    bcast = start_broadcast("--demo-page", "false")
+    try:
+        status, _, body = get_page(bcast.port)
+        assert status == 404 and body["error"] == "not_found", body
+        # Only the page is off.
+        assert http(bcast.port, "GET", "/healthz")[0] == 200
+    finally:
+        bcast.assert_clean_exit()
+
+
+HOSTILE = ("https://x.example/\"><script>alert(1)</script><meta x='"
+           " onload=alert(2) &amp; </meta>\r\n\t\x7f")
+
+
+def test_demo_ingest_url_is_escaped_into_the_page():
+    bcast = start_broadcast("--demo-ingest-url", HOSTILE)
+    try:
+        status, _, body = get_page(bcast.port)
+        assert status == 200
+        escaped = ("https://x.example/&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;meta "
+                   "x=&#39; onload=alert(2) &amp;amp; &lt;/meta&gt;&#13;&#10;&#9;&#127;")
+        assert f'<meta name="dm-ingest" content="{escaped}">' in body
+        # Nothing of the value escaped its attribute: the page has exactly
+        # the markup of the template around it.
+        assert "alert(" not in body.replace(escaped, "")
+        assert body.count("<script") == 1 and body.count("<meta") == 3
+        assert "\r" not in body and "\x7f" not in body
+    finally:
+        bcast.assert_clean_exit()
+
+
+def test_hostile_ingest_url_stays_data_in_chromium():
+    """What the browser makes of the escaped value: the same string, as
+    text, with no element or script added."""
+    browser = Browser()
+    bcast = start_broadcast("--demo-ingest-url", HOSTILE)
+    try:
+        browser.do("open", url=f"http://127.0.0.1:{bcast.port}/?room=hostile")
+        got = browser.eval("""() => ({
+          content: document.querySelector('meta[name=dm-ingest]').content,
+          ingest: document.getElementById('ingest').value,
+          scripts: document.scripts.length,
+          metas: document.querySelectorAll('meta').length })""")
+        assert got["content"] == HOSTILE, got
+        # Shown as it is for the sender to see (an input drops line breaks).
+        assert got["ingest"] == HOSTILE.replace("\r", "").replace("\n", ""), got
+        assert got["scripts"] == 1 and got["metas"] == 3, got
+        assert not browser.page_errors, browser.page_errors
+    finally:
+        browser.close()
+        bcast.assert_clean_exit()
+
+
+def test_demo_ingest_url_must_be_http_or_a_path():
+    for good in ("/ingest", "http://127.0.0.1:9", "https://api.example.com/base"):
+        node = start_broadcast("--demo-ingest-url", good)
+        status, _, body = get_page(node.port)
+        assert status == 200 and f'content="{good}"' in body
+        node.assert_clean_exit()
+    for bad in ("javascript:alert(1)", "//evil.example", "ftp://x"):
+        with pytest.raises(RuntimeError, match="demo_ingest_url"):
+            start_broadcast("--demo-ingest-url", bad)
+
+
+def test_ingest_answers_the_page_preflight():
+    """The page posts from the broadcast node's origin (another port) with a
+    bearer token and a JSON body: the browser asks first."""
+    ingest = start_ingest()
+    try:
+        origin = "http://127.0.0.1:8081"
+        status, headers, _ = http(ingest.port, "OPTIONS", "/v1/rooms/demo/danmaku", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert status == 204, headers
+        assert headers["access-control-allow-origin"] == origin
+        allowed = headers["access-control-allow-headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed
+        assert "POST" in headers["access-control-allow-methods"]
+        status, headers, _ = http(ingest.port, "POST", "/v1/rooms/demo/danmaku", {"text": "cors"},
+                                  {"Origin": origin, "Authorization": "Bearer " + mint("cors")})
+        assert status == 201 and headers["access-control-allow-origin"] == origin
+    finally:
+        ingest.assert_clean_exit()
