@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/check.h"
 #include "common/config.h"
@@ -66,8 +67,14 @@ size_t dm_demo_escape_attr(const char *s, char *out)
  * viewers. What the value may contain is the escaper's business. */
 static bool ingest_url_valid(const char *url)
 {
-    return *url == '\0' || strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
-           (url[0] == '/' && url[1] != '/');
+    /* Browsers read a backslash as a slash ("/\\host" is another host) and
+     * drop controls: neither belongs in a URL given here. */
+    for (const char *p = url; *p != '\0'; p++) {
+        if (*p == '\\' || (unsigned char)*p < 0x20 || *p == 0x7f)
+            return false;
+    }
+    return *url == '\0' || strncasecmp(url, "http://", 7) == 0 ||
+           strncasecmp(url, "https://", 8) == 0 || (url[0] == '/' && url[1] != '/');
 }
 
 int dm_demo_page_build(const struct dm_config *cfg, char **page, size_t *len, char err[DM_ERRLEN])

@@ -13,7 +13,7 @@
 DM_CONF(log_level, STR, "info", 0, 0, IB, "log level: debug, info, warn, error")
 DM_CONF(node_id, STR, "", 0, 0, IB, "node name in logs and Redis (default: <hostname>-<pid>)")
 DM_CONF(listen_host, STR, "0.0.0.0", 0, 0, IB, "address to listen on")
-DM_CONF(drain_timeout_ms, INT, "5000", 0, 600000, IB,
+DM_CONF(drain_timeout_ms, INT, "5000", 100, 600000, IB,
         "on SIGTERM, longest wait for in-flight work before exiting: broadcast viewers taking "
         "their reconnect; ingest answers to accepted comments (at least "
         "kafka_delivery_timeout_ms + 1 s)")

@@ -10,6 +10,7 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -61,7 +62,7 @@ void dm_kafka_free_properties(void)
     for (size_t i = 0; i < n_kafka_props; i++) {
         free(kafka_props[i].name);
         /* Values may be secrets (sasl.password): do not leave them in freed memory. */
-        memset(kafka_props[i].value, 0, strlen(kafka_props[i].value));
+        OPENSSL_cleanse(kafka_props[i].value, strlen(kafka_props[i].value));
         free(kafka_props[i].value);
     }
     n_kafka_props = 0;
@@ -84,6 +85,12 @@ static int add_property(rd_kafka_conf_t *scratch, char *line, const char *origin
         snprintf(err, DM_ERRLEN, "%s: set the brokers with kafka_brokers, not here", origin);
         return -1;
     }
+    /* Ingest answers 201 from the delivery report of each record: without
+     * reports for successes no comment would ever be acknowledged. */
+    if (strcmp(name, "delivery.report.only.error") == 0) {
+        snprintf(err, DM_ERRLEN, "%s: %s is not configurable here", origin, name);
+        return -1;
+    }
     if (n_kafka_props == KAFKA_PROPS_MAX) {
         snprintf(err, DM_ERRLEN, "%s: more than %d properties", origin, KAFKA_PROPS_MAX);
         return -1;
@@ -103,7 +110,7 @@ int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN])
 {
     char line[4096], origin[DM_ERRLEN / 2];
     int lineno = 0, rc = 0;
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
 
     dm_kafka_free_properties();
     if (f == NULL) {
@@ -111,12 +118,14 @@ int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN])
         snprintf(err, DM_ERRLEN, "kafka_properties_file %s: %s", path, strerror(e));
         return -1;
     }
+    setvbuf(f, NULL, _IONBF, 0); /* no copy of a secret left in a stdio buffer */
     rd_kafka_conf_t *scratch = rd_kafka_conf_new();
     DM_AN(scratch);
     while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
         lineno++;
         snprintf(origin, sizeof(origin), "%.100s:%d", path, lineno);
-        if (strchr(line, '\n') == NULL && !feof(f)) {
+        /* No line end and more to come: the line did not fit. */
+        if (strchr(line, '\n') == NULL && !feof(f) && ungetc(getc(f), f) != EOF) {
             snprintf(err, DM_ERRLEN, "%s: line longer than %zu bytes", origin, sizeof(line) - 2);
             rc = -1;
             break;
@@ -126,7 +135,7 @@ int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN])
             rc = add_property(scratch, s, origin, err);
     }
     rd_kafka_conf_destroy(scratch);
-    memset(line, 0, sizeof(line));
+    OPENSSL_cleanse(line, sizeof(line));
     fclose(f);
     if (rc < 0)
         dm_kafka_free_properties();

@@ -11,6 +11,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
+#include <openssl/crypto.h>
 
 #include "common/check.h"
 #include "common/log.h"
@@ -27,6 +28,7 @@ struct dm_redis {
     int port;
     char *auth_user;     /* NULL: the default user */
     char *password_file; /* NULL: no AUTH */
+    bool authenticated;  /* this connection's AUTH was accepted */
     int timeout_ms;
     redisAsyncContext *ac; /* NULL while disconnected */
     bool connected;
@@ -68,33 +70,44 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
     connect_now(arg);
 }
 
-static int read_password(const char *path, char *buf, size_t size, char err[DM_ERRLEN])
+/* Reads the password into buf (PASSWORD_BUF bytes), without its trailing
+ * line end, and returns its length; -1 with err (never the password).
+ * Unbuffered, so no copy of the secret is left in a stdio buffer. */
+#define PASSWORD_BUF (PASSWORD_MAX + 3) /* the password, CR LF, and one more */
+
+static int read_password(const char *path, char buf[PASSWORD_BUF], size_t *len, char err[DM_ERRLEN])
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (f == NULL) {
         int e = errno;
         snprintf(err, DM_ERRLEN, "redis_password_file %s: %s", path, strerror(e));
         return -1;
     }
-    size_t n = fread(buf, 1, size - 1, f);
-    bool longer = n == size - 1 && fgetc(f) != EOF;
+    setvbuf(f, NULL, _IONBF, 0);
+    size_t n = fread(buf, 1, PASSWORD_BUF, f);
+    bool failed = ferror(f) != 0;
     fclose(f);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
-    buf[n] = '\0';
-    if (n == 0 || longer) {
-        snprintf(err, DM_ERRLEN, "redis_password_file %s: %s", path,
-                 n == 0 ? "empty" : "longer than 1024 bytes");
+    const char *why = failed             ? "cannot read it"
+                      : n == 0           ? "empty"
+                      : n > PASSWORD_MAX ? "longer than 1024 bytes"
+                                         : NULL;
+    if (why != NULL) {
+        OPENSSL_cleanse(buf, PASSWORD_BUF);
+        snprintf(err, DM_ERRLEN, "redis_password_file %s: %s", path, why);
         return -1;
     }
+    *len = n;
     return 0;
 }
 
 int dm_redis_check_password_file(const char *password_file, char err[DM_ERRLEN])
 {
-    char pw[PASSWORD_MAX + 2];
-    int rc = read_password(password_file, pw, sizeof(pw), err);
-    memset(pw, 0, sizeof(pw));
+    char pw[PASSWORD_BUF];
+    size_t len;
+    int rc = read_password(password_file, pw, &len, err);
+    OPENSSL_cleanse(pw, sizeof(pw));
     return rc;
 }
 
@@ -102,8 +115,12 @@ static void on_auth_reply(const redisReply *reply, void *arg)
 {
     struct dm_redis *r = arg;
     /* NULL: the connection is already gone or being dropped. */
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+    if (reply == NULL)
         return;
+    if (reply->type != REDIS_REPLY_ERROR) {
+        r->authenticated = true;
+        return;
+    }
     /* Refused: every later command on this connection would fail NOAUTH.
      * Drop it (soon, outside this hiredis callback) and retry with backoff. */
     DM_LOG(DM_LOG_ERROR, "msg=\"redis refused AUTH\" addr=%s:%d user=%s", r->host, r->port,
@@ -113,22 +130,25 @@ static void on_auth_reply(const redisReply *reply, void *arg)
 }
 
 /* Sends AUTH ahead of anything else on a new connection (Redis answers in
- * order, so the commands after it run authenticated). */
+ * order, so the commands after it run authenticated). The file is read on
+ * the loop: a few bytes from a local (secret) volume, once per connect. */
 static void send_auth(struct dm_redis *r)
 {
-    char pw[PASSWORD_MAX + 2], err[DM_ERRLEN];
+    char pw[PASSWORD_BUF], err[DM_ERRLEN];
+    size_t len;
     int rc;
 
-    if (read_password(r->password_file, pw, sizeof(pw), err) < 0) {
+    if (read_password(r->password_file, pw, &len, err) < 0) {
         DM_LOG(DM_LOG_ERROR, "msg=\"redis password unreadable\" detail=\"%s\"", err);
         event_active(r->drop, EV_TIMEOUT, 0);
         return;
     }
+    /* %b with a length: a password may hold any byte. */
     if (r->auth_user != NULL)
-        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %s %s", r->auth_user, pw);
+        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %s %b", r->auth_user, pw, len);
     else
-        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %s", pw);
-    memset(pw, 0, sizeof(pw));
+        rc = dm_redis_commandf(r, on_auth_reply, r, "AUTH %b", pw, len);
+    OPENSSL_cleanse(pw, sizeof(pw));
     if (rc < 0)
         event_active(r->drop, EV_TIMEOUT, 0);
 }
@@ -146,7 +166,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     r->connected = true;
-    r->backoff_ms = RECONNECT_MIN_MS;
+    r->authenticated = false;
     DM_LOG(DM_LOG_INFO, "msg=\"redis connected\" addr=%s:%d", r->host, r->port);
     if (r->password_file != NULL)
         send_auth(r);
@@ -255,8 +275,16 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct call *c = privdata;
     DM_UNUSED(ac);
-    if (reply != NULL && !c->answered)
+    const redisReply *rep = reply;
+    if (rep != NULL && !c->answered)
         c->r->answering = true;
+    /* The backoff starts over only once a connection has proved usable
+     * (answered, and authenticated where AUTH is on): a Redis that accepts
+     * connections and then refuses or drops them is retried ever slower,
+     * not ten times a second. */
+    if (rep != NULL && rep->type != REDIS_REPLY_ERROR &&
+        (c->r->password_file == NULL || c->r->authenticated))
+        c->r->backoff_ms = RECONNECT_MIN_MS;
     answer(c, reply);
     c->r->pending--;
     event_free(c->deadline);

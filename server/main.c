@@ -25,6 +25,7 @@ int main(int argc, char **argv)
     struct dm_ingest_shared shared = {0};
     char err[DM_ERRLEN];
     int n = 0, port = 0, status = 1;
+    int64_t drain_ms;
 
     /* Workers are told to stop from the main thread. */
     evthread_use_pthreads();
@@ -77,7 +78,7 @@ out:
     /* No new connections; comments in flight get their answer once Kafka
      * has acknowledged them (or failed them), within the delivery timeout:
      * never wait less than that, or an accepted comment loses its answer. */
-    int64_t drain_ms = cfg->kafka_delivery_timeout_ms + 1000;
+    drain_ms = cfg->kafka_delivery_timeout_ms + 1000;
     if (cfg->drain_timeout_ms > drain_ms)
         drain_ms = cfg->drain_timeout_ms;
     for (int k = 0; k < n; k++) {

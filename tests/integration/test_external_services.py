@@ -5,6 +5,7 @@ Each against the real Redis and Kafka, with a redis-server of this test's
 own where Redis must require a password."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,9 +115,15 @@ def test_wrong_redis_password_leaves_ingest_unready_and_logs_it(secured_redis, t
     ingest = dmtest.start_ingest("--redis-port", str(secured_redis), "--redis-password-file",
                                  pw_file)
     try:
-        time.sleep(1.0)
+        time.sleep(2.0)
         status, body = _ready(ingest.port)
         assert status == 503 and body["message"] == "Redis is not reachable", body
+        # Refused connections are retried ever slower (100 ms, doubling),
+        # not ten times a second: about 5 tries per worker in 2 s.
+        log = ingest.log()
+        workers = int(re.search(r'msg="listening" .* workers=(\d+)', log).group(1))
+        tries = log.count('msg="redis refused AUTH"')
+        assert 1 <= tries <= 7 * workers, (tries, workers)
         # Fixing the secret (as a Kubernetes Secret update does) is picked up
         # at the next reconnect, without a restart.
         _write(tmp_path, "redis-password", PASSWORD)
@@ -177,6 +184,8 @@ def test_kafka_properties_file_reaches_every_client(tmp_path):
     ("no.such.property = 1", 'refuses property "no.such.property"'),
     ("acks = sometimes-secret", 'refuses property "acks"'),
     ("bootstrap.servers = 127.0.0.1:1", "kafka_brokers"),
+    ("delivery.report.only.error = true", "not configurable"),
+    ("client.id = " + "x" * 5000, "line longer than"),
     ("just words", "expected name = value"),
 ])
 def test_bad_kafka_properties_stop_start_up_without_echoing_values(tmp_path, line, why):

@@ -46,9 +46,17 @@ static void test_escape(void)
         ok(n == strlen(cases[i].out) && strcmp(out, cases[i].out) == 0, "escape %zu: \"%s\"", i,
            out);
     }
-    /* The bound the header promises: 6 bytes out per byte in. */
-    char worst[] = "\"\"\"\x7f\x7f";
-    ok(dm_demo_escape_attr(worst, out) <= 6 * strlen(worst), "escape stays within 6x");
+    /* The bound the header promises, 6 bytes out per byte in, for every
+     * byte value, into a heap buffer of exactly that size (ASan watches). */
+    char all[256];
+    for (int b = 1; b < 256; b++)
+        all[b - 1] = (char)b;
+    all[255] = '\0';
+    char *exact = malloc(6 * strlen(all) + 1);
+    size_t n = dm_demo_escape_attr(all, exact);
+    ok(n <= 6 * strlen(all) && strlen(exact) == n, "escape stays within 6x for every byte");
+    ok(strpbrk(exact, "\"'<>") == NULL, "no quote or angle bracket survives");
+    free(exact);
 }
 
 static void test_build(void)
@@ -79,8 +87,19 @@ static void test_build(void)
     page = build(false, "https://x", &len, &rc);
     ok(rc == 0 && page == NULL && len == 0, "demo_page off: no page");
 
-    static const char *const bad[] = {"javascript:alert(1)", "//evil.example", "ftp://x",
-                                      "data:text/html,x", "example.com"};
+    page = build(true, "HTTPS://api.example", &len, &rc);
+    ok(rc == 0 && page != NULL, "the scheme is case-insensitive, as in browsers");
+    free(page);
+
+    static const char *const bad[] = {"javascript:alert(1)",
+                                      "//evil.example",
+                                      "ftp://x",
+                                      "data:text/html,x",
+                                      "example.com",
+                                      "/\\evil.example",
+                                      "http:",
+                                      "https://x/\ty",
+                                      "/a\x7f"};
     for (size_t i = 0; i < DM_ARRAY_LEN(bad); i++) {
         page = build(true, bad[i], &len, &rc);
         ok(rc == -1 && page == NULL, "refused: %s", bad[i]);
