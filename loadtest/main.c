@@ -15,6 +15,7 @@
 
 #include "common/check.h"
 #include "common/jwt.h"
+#include "common/kafka.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "loadtest/group.h"
@@ -431,9 +432,18 @@ int main(int argc, char **argv)
         lt_options_fini(&o);
         return 1;
     }
+    /* Before any Kafka client or thread exists (the properties are then
+     * only read). */
+    if (*o.kafka_properties_file != '\0' &&
+        dm_kafka_load_properties(o.kafka_properties_file, err) < 0) {
+        fprintf(stderr, "danmaku-loadtest: %s\n", err);
+        lt_options_fini(&o);
+        return 1;
+    }
     if (*o.jwt_secret_file != '\0') {
         if (dm_jwt_key_load(o.jwt_secret_file, &secret, &secret_len, err) < 0) {
             fprintf(stderr, "danmaku-loadtest: %s\n", err);
+            dm_kafka_free_properties();
             lt_options_fini(&o);
             return 1;
         }
@@ -573,6 +583,7 @@ out:
         free(targets[i]);
     free(targets);
     free(secret);
+    dm_kafka_free_properties();
     lt_options_fini(&o);
     return exit_code;
 }

@@ -16,6 +16,9 @@ LT_OPT(publish, STR, "http",
 LT_OPT(kafka_brokers, STR, "127.0.0.1:9092", "Kafka bootstrap servers (publish=kafka)")
 LT_OPT(kafka_topic, STR, "danmaku.comments", "topic (publish=kafka)")
 LT_OPT(kafka_partitions, INT, "32", "partition count of the topic (room hash)")
+LT_OPT(kafka_properties_file, STR, "",
+       "librdkafka properties for publish=kafka (TLS, SASL), the format of the nodes' "
+       "kafka_properties_file")
 LT_OPT(jwt_secret, STR, "", "HS256 secret to mint sender tokens (or DANMAKU_JWT_SECRET)")
 LT_OPT(jwt_secret_file, STR, "", "file holding the HS256 secret")
 LT_OPT(senders, INT, "100", "distinct sender identities (tokens) to spread comments over")

@@ -228,3 +228,29 @@ def test_drain_timeout_bounds_the_broadcast_shutdown(secured_redis, tmp_path):
         viewer.close()
     assert times[300] < 2.0, times
     assert times[3000] >= 2.9, times
+
+
+def _loadtest(bcast, properties):
+    out = subprocess.run(
+        [os.path.join(dmtest.BIN, "danmaku-loadtest"), "--ws", f"127.0.0.1:{bcast.port}",
+         "--publish", "kafka", "--kafka-brokers", dmtest.kafka_bootstrap(), "--kafka-topic",
+         dmtest.topic(), "--kafka-partitions", str(dmtest.partitions()),
+         "--kafka-properties-file", properties, "--viewers", "4", "--rooms", "1", "--rate", "20",
+         "--duration", "1.5", "--warmup", "0.5", "--drain", "2", "--quiet"],
+        capture_output=True, text=True, timeout=60)
+    return out
+
+
+def test_loadtest_takes_the_same_kafka_properties(tmp_path):
+    """The load tester publishing straight into Kafka reads the nodes' file
+    format, so it can measure a cluster behind TLS/SASL too."""
+    bcast = dmtest.start_broadcast()
+    try:
+        good = _write(tmp_path, "good.properties", "client.id = danmaku-loadtest-props\n")
+        run = _loadtest(bcast, good)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        bad = _write(tmp_path, "bad.properties", "no.such.property = 1\n")
+        run = _loadtest(bcast, bad)
+        assert run.returncode == 1 and "bad.properties:1: " in run.stderr, run.stderr
+    finally:
+        bcast.assert_clean_exit()
