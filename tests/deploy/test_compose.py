@@ -195,9 +195,9 @@ def test_images_are_pinned_without_registry_hosts(services):
         first = ref.split("/")[0]
         assert not ("." in first or ":" in first or first == "localhost") or "/" not in ref, \
             f"{name}: {image} names a registry host"
-        if image == "danmaku:dev":
-            build = svc.get("build")
-            assert build, f"{name}: danmaku:dev is built from the repository"
+        if svc.get("build"):
+            build = svc["build"]
+            assert image == "danmaku:dev", f"{name}: only danmaku:dev is built here"
             context = (COMPOSE_DIR / build["context"]).resolve()
             assert context == ROOT, f"{name}: build context {context} is not the repository root"
             assert (context / build.get("dockerfile", "Dockerfile")).is_file()
@@ -207,6 +207,25 @@ def test_images_are_pinned_without_registry_hosts(services):
             for m in re.finditer(r"(?<![/\w.@-])(?:[a-z0-9-]+\.)+[a-z]{2,}(?::\d+)?/[\w.-]+",
                                  path.read_text(errors="replace")):
                 pytest.fail(f"{path.relative_to(ROOT)}: {m.group()} looks like a registry host")
+
+
+def test_one_service_builds_the_shared_image(services):
+    """danmaku:dev is built by exactly one service (several `build:` for one
+    tag race each other); every other service using it depends on that one,
+    so compose builds it first (and skips pulling a tag another service
+    builds)."""
+    users = [n for n, s in services.items() if s.get("image") == "danmaku:dev"]
+    builders = [n for n in users if services[n].get("build")]
+    assert len(builders) == 1, f"danmaku:dev built by {builders or 'no service'}"
+    assert set(node_services(services)) <= set(users)
+
+    def depends(name, seen=()):
+        deps = services[name].get("depends_on") or {}
+        deps = list(deps) if isinstance(deps, (dict, list)) else []
+        return builders[0] in deps or any(depends(d, seen + (name,)) for d in deps if d not in seen)
+    for name in users:
+        if name != builders[0]:
+            assert depends(name), f"{name}: runs danmaku:dev without depending on {builders[0]}"
 
 
 def test_no_host_interpolation(services):
@@ -418,6 +437,50 @@ def test_haproxy_config_routes_both_node_types(services):
             all("check" in l for l in backend if l[0] == "server")
         assert checked, f"{routed[port]}: servers need health checks"
     assert "resolvers" in default_server, "resolve node names at run time (restarted nodes)"
+
+
+def test_haproxy_retries_never_repeat_an_unkeyed_post(services):
+    """The ingest backend retries a 503 on another node only for requests a
+    second attempt cannot publish twice (GET/HEAD, or an Idempotency-Key):
+    an unkeyed POST's 503 may follow a write that reached Kafka."""
+    cfg = host_path(services["lb"], "/usr/local/etc/haproxy/haproxy.cfg")
+    sections = haproxy_sections(cfg.read_text())
+    backends = {name: lines for kind, name, lines in sections if kind == "backend"}
+    defaults = next(lines for kind, _, lines in sections if kind == "defaults")
+    for name, lines in backends.items():
+        retry_on = {w for l in defaults + lines if l[0] == "retry-on" for w in l[1:]}
+        l7 = retry_on - {"conn-failure", "none"}
+        if not l7:
+            continue
+        assert name == "ingest", f"{name}: L7 retries ({l7}) only where they are known to be safe"
+        assert l7 <= {"503"}, f"ingest: retry-on {l7}: only a 503 is known to publish nothing twice"
+        guards = [" ".join(l) for l in lines if l[:2] == ["http-request", "disable-l7-retry"]]
+        assert guards, "ingest: retry-on 503 needs http-request disable-l7-retry for unkeyed POSTs"
+        guard = guards[0]
+        assert guard.startswith("http-request disable-l7-retry unless"), guard
+        assert "METH_GET" in guard and "req.hdr(idempotency-key)" in guard.lower(), guard
+        assert not re.search(r"METH_POST|METH_PUT|METH_DELETE", guard), guard
+        assert any(l[:2] == ["option", "http-buffer-request"] for l in lines), \
+            "ingest: buffer requests so a retry can resend the body"
+    # The server's contract the guard relies on: an Idempotency-Key repeated
+    # while its first attempt is unresolved is refused (409), not published.
+    src = (ROOT / "server" / "comments.c").read_text()
+    assert re.search(r"409,\s*\d+,\s*\"in_progress\"", src), "server/comments.c: in_progress answer"
+    assert "Idempotency-Key" in (ROOT / "server" / "http.c").read_text()
+
+
+def test_haproxy_checks_draining_nodes_fast(services):
+    """A draining node (503 to its check) leaves the rotation quickly: once a
+    check fails the next come at fastinter, shorter than inter."""
+    cfg = host_path(services["lb"], "/usr/local/etc/haproxy/haproxy.cfg")
+    sections = haproxy_sections(cfg.read_text())
+    defaults = next(lines for kind, _, lines in sections if kind == "defaults")
+    ds = next(l for l in defaults if l[0] == "default-server")
+    opt = {ds[i]: ds[i + 1] for i in range(len(ds) - 1) if ds[i] in ("inter", "fastinter", "fall")}
+    inter, fast, fall = duration_s(opt["inter"]), duration_s(opt["fastinter"]), int(opt["fall"])
+    assert fast < inter, opt
+    # Out of rotation within one interval plus (fall - 1) fast checks.
+    assert inter + (fall - 1) * fast <= 2, opt
 
 
 def test_haproxy_config_is_valid():

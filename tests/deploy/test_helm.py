@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -165,6 +166,22 @@ def main_container(dep, component):
 
 def matches(selector, labels):
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def readiness_path(vals, component):
+    """The readiness endpoint a component's values ask for (ingest may take
+    /healthz; broadcast is always /readyz)."""
+    return vals[component]["probes"]["readiness"].get("path") or "/readyz"
+
+
+def scrape_annotated(vals):
+    """Whether the pods carry prometheus.io/* annotations: metrics.podAnnotations
+    true or false, or auto: on unless the ServiceMonitor is (no double scrape)."""
+    want = vals["metrics"]["podAnnotations"]
+    if isinstance(want, bool):
+        return want
+    assert want == "auto", want
+    return not vals["metrics"]["serviceMonitor"]["enabled"]
 
 
 # ---- lint and schema validation -----------------------------------------------------
@@ -360,14 +377,18 @@ def test_probes_ports_and_security(helm, value_set):
         port = vals[component]["port"]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert list(ports.values()) == [port]
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
+        for probe, path in (("livenessProbe", "/healthz"),
+                            ("readinessProbe", readiness_path(vals, component)),
                             ("startupProbe", "/healthz")):
             get = c[probe]["httpGet"]
             assert get["path"] == path, (component, probe)
             assert ports.get(get["port"], get["port"]) == port, (component, probe)
-        if vals["metrics"]["podAnnotations"]:
-            ann = dep["spec"]["template"]["metadata"]["annotations"]
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        if scrape_annotated(vals):
+            assert ann["prometheus.io/scrape"] == "true"
             assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
+        else:
+            assert not any(k.startswith("prometheus.io/") for k in ann), ann
         # non-root, read-only root, no capabilities, default seccomp
         psc, sc = pod["securityContext"], c["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 10001
@@ -384,6 +405,8 @@ def test_probes_ports_and_security(helm, value_set):
         assert bool(spread) == vals[component]["topologySpread"]["enabled"]
         for tsc in spread:
             assert matches(tsc["labelSelector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+            # KUBE_VERSION is >= 1.27: each rollout's ReplicaSet spreads on its own.
+            assert tsc.get("matchLabelKeys", []) == vals[component]["topologySpread"]["matchLabelKeys"]
         assert ("replicas" in dep["spec"]) == (not vals[component]["autoscaling"]["enabled"])
 
 
@@ -612,7 +635,138 @@ def test_connections_metric_is_a_broadcast_gauge():
     assert re.search(r"DM_METRIC\(\w+,\s*GAUGE,\s*connections,\s*\"\",\s*I?B,", text)
 
 
+def _render_docs(helm, *args):
+    out = _render(helm, list(args))
+    assert out.returncode == 0, out.stderr
+    return _docs(out.stdout)
+
+
+def test_pdb_honours_explicit_zero(helm, tmp_path):
+    """maxUnavailable / minAvailable 0 stay 0 (not the fallback 1), whether
+    from --set (an integer) or a values file (a float to Helm)."""
+    def pdb(*args):
+        return one(_render_docs(helm, *args), "PodDisruptionBudget", "ingest")["spec"]
+    assert pdb() == {**pdb(), "maxUnavailable": 1} and "minAvailable" not in pdb()
+    assert pdb("--set", "ingest.pdb.maxUnavailable=0")["maxUnavailable"] == 0
+    zero_file = tmp_path / "zero.yaml"
+    zero_file.write_text("ingest:\n  pdb:\n    maxUnavailable: 0\n")
+    assert pdb("-f", str(zero_file))["maxUnavailable"] == 0
+    spec = pdb("--set", "ingest.pdb.maxUnavailable=", "--set", "ingest.pdb.minAvailable=0")
+    assert spec["minAvailable"] == 0 and "maxUnavailable" not in spec
+    min_file = tmp_path / "min.yaml"
+    min_file.write_text("ingest:\n  pdb:\n    maxUnavailable: \"\"\n    minAvailable: 0\n")
+    spec = pdb("-f", str(min_file))
+    assert spec["minAvailable"] == 0 and "maxUnavailable" not in spec
+    # Neither set: the documented fallback.
+    spec = pdb("--set", "ingest.pdb.maxUnavailable=", "--set", "ingest.pdb.minAvailable=")
+    assert spec["maxUnavailable"] == 1 and "minAvailable" not in spec
+    assert pdb("--set", "ingest.pdb.maxUnavailable=25%")["maxUnavailable"] == "25%"
+    # An explicit zero counts as set: together with the other, refused.
+    out = _render(helm, ["--set", "ingest.pdb.minAvailable=0"])
+    assert out.returncode != 0 and "not both" in out.stderr
+
+
+def test_scrape_annotations_off_with_service_monitor(helm):
+    """One Prometheus reading both annotations and ServiceMonitors would
+    scrape each pod twice: auto leaves the annotations off with a ServiceMonitor."""
+    def state(*args):
+        docs = _render_docs(helm, *args)
+        ann = {c: "prometheus.io/scrape" in one(docs, "Deployment", c)["spec"]["template"]["metadata"]["annotations"]
+               for c in COMPONENTS}
+        assert len(set(ann.values())) == 1, ann
+        return ann["ingest"], len(by_kind(docs, "ServiceMonitor"))
+    sm = ("--set", "metrics.serviceMonitor.enabled=true")
+    assert state() == (True, 0)
+    assert state(*sm) == (False, 1)
+    assert state(*sm, "--set", "metrics.podAnnotations=true") == (True, 1)
+    assert state("--set", "metrics.podAnnotations=false") == (False, 0)
+    assert state(*sm, "--set", "metrics.podAnnotations=auto") == (False, 1)
+
+
+def test_ingest_readiness_path(helm):
+    """ingest.probes.readiness.path picks /readyz (Kafka and Redis) or /healthz;
+    broadcast stays on /readyz."""
+    for path in ("/readyz", "/healthz"):
+        docs = _render_docs(helm, "--set", f"ingest.probes.readiness.path={path}")
+        got = {c: main_container(one(docs, "Deployment", c), c)["readinessProbe"]["httpGet"]["path"]
+               for c in COMPONENTS}
+        assert got == {"ingest": path, "broadcast": "/readyz"}
+    with open(CHART / "values.yaml") as f:
+        assert yaml.safe_load(f)["ingest"]["probes"]["readiness"]["path"] == "/readyz"
+
+
+def test_readiness_choice_documented_and_compose_agrees():
+    """values.yaml explains the choice (Kafka AND Redis; a Redis outage takes
+    every pod out; /healthz keeps them on local limits), and its claim that
+    the compose stack's balancer checks ingest on /healthz holds."""
+    text = (CHART / "values.yaml").read_text()
+    block = text[text.index("ingest:\n"):text.index("broadcast:\n")]
+    block = block[block.index("probes:"):block.index("startup:")]
+    for words in ("Kafka AND Redis", "Redis outage", "/healthz", "local rate limits", "503",
+                  "compose stack's HAProxy checks"):
+        assert words in re.sub(r"\s*\n\s*#\s*", " ", block), words
+    cfg = (ROOT / "deploy" / "compose" / "haproxy.cfg").read_text()
+    backend = cfg[re.search(r"^backend ingest$", cfg, re.M).start():].split("\nbackend ", 1)[0]
+    assert re.search(r"http-check send meth GET uri /healthz", backend), backend
+
+
+@pytest.mark.parametrize("kube_version,present", [("1.23.0", False), ("1.26.0", False),
+                                                  ("1.27.0", True), (KUBE_VERSION, True)])
+def test_topology_spread_match_label_keys_by_kube_version(helm, kv, kube_version, present):
+    """matchLabelKeys (Kubernetes >= 1.27) only for clusters that have it; the
+    manifests stay valid for that version (where the validator ships it)."""
+    out = subprocess.run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                          "--kube-version", kube_version], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    docs = _docs(out.stdout)
+    for component in COMPONENTS:
+        dep = one(docs, "Deployment", component)
+        spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread
+        for tsc in spread:
+            assert ("matchLabelKeys" in tsc) == present, (kube_version, tsc)
+            if present:
+                assert tsc["matchLabelKeys"] == ["pod-template-hash"]
+        oldest = min(tuple(int(x) for x in v.split(".")[:2]) for v in kv.all_versions())
+        if tuple(int(x) for x in kube_version.split(".")[:2]) >= oldest:
+            kv.validate(dep, kube_version, strict=True)
+    docs = _render_docs(helm, "--set", "ingest.topologySpread.matchLabelKeys=null")
+    spread = one(docs, "Deployment", "ingest")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert all("matchLabelKeys" not in tsc for tsc in spread)
+
+
+def test_generated_jwt_key_gitops_caveat_documented():
+    """jwt.generate keeps its key through Helm's lookup, which GitOps renders
+    lack: values.yaml and the README say so and point at existingSecret."""
+    text = (CHART / "values.yaml").read_text()
+    jwt = re.sub(r"\s*\n\s*#\s*", " ", text[text.index("\njwt:"):text.index("\ningest:")])
+    readme = re.sub(r"\s+", " ", (CHART / "README.md").read_text())
+    for doc in (jwt, readme):
+        assert "lookup" in doc and "helm template" in doc and "Argo CD" in doc
+        assert "existingSecret" in doc
+
+
 # ---- Kafka topic Job ---------------------------------------------------------------------
+
+def topic_job_script(job):
+    """The Job's shell script, and the argument lists of its kafka-topics.sh
+    calls: {"create": [...], "describe": [...]}."""
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    cmd = c["command"]
+    assert cmd[:2] == ["/bin/sh", "-c"] and len(cmd) == 3, cmd
+    script = cmd[2]
+    calls = {}
+    for line in script.replace("\\\n", " ").splitlines():
+        m = re.search(r"(\S*kafka-topics\.sh\S*)(.*?)\)?$", line)
+        if not m:
+            continue
+        args = shlex.split(m.group(1) + m.group(2))
+        kind = "create" if "--create" in args else "describe" if "--describe" in args else None
+        assert kind and kind not in calls, line
+        calls[kind] = args
+    assert set(calls) == {"create", "describe"}, script
+    return script, calls
+
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_topic_job_matches_node_config(helm, value_set):
@@ -626,22 +780,94 @@ def test_topic_job_matches_node_config(helm, value_set):
     ann = job["metadata"]["annotations"]
     assert "pre-install" in ann["helm.sh/hook"] and "pre-upgrade" in ann["helm.sh/hook"]
     c = job["spec"]["template"]["spec"]["containers"][0]
-    cmd = c["command"]
-    assert cmd[0].endswith("kafka-topics.sh")
+    script, calls = topic_job_script(job)
+    cmd = calls["create"]
+    assert cmd[0] == vals["kafka"]["topicJob"]["command"]
     assert "--create" in cmd and "--if-not-exists" in cmd
 
-    def arg(flag):
-        return cmd[cmd.index(flag) + 1]
+    def arg(flag, call=cmd):
+        return call[call.index(flag) + 1]
     for component in COMPONENTS:
         env = config_env(docs, component)
         assert arg("--partitions") == env["DANMAKU_KAFKA_PARTITIONS"]
         assert arg("--topic") == env["DANMAKU_KAFKA_TOPIC"]
+        assert arg("--topic", calls["describe"]) == env["DANMAKU_KAFKA_TOPIC"]
     assert arg("--replication-factor") == str(vals["kafka"]["topicJob"]["replicationFactor"])
-    assert arg("--bootstrap-server") == (vals["kafka"]["topicJob"]["bootstrapServers"]
-                                         or vals["kafka"]["brokers"])
+    bootstrap = vals["kafka"]["topicJob"]["bootstrapServers"] or vals["kafka"]["brokers"]
+    assert arg("--bootstrap-server") == bootstrap
+    assert arg("--bootstrap-server", calls["describe"]) == bootstrap
+    configs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--config"]
+    assert sorted(configs) == sorted(f"{k}={v}" for k, v in vals["kafka"]["topicJob"]["topicConfig"].items())
+    # Client settings (--command-config ...) reach both calls.
+    extra = [str(a) for a in vals["kafka"]["topicJob"]["extraArgs"]]
+    for call in calls.values():
+        assert call[len(call) - len(extra):] == extra
+    assert "PartitionCount" in script and "exit 1" in script
     pod = job["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # The Job gives up (with its own reason) before Helm's default 5 m hook timeout.
+    assert job["spec"]["activeDeadlineSeconds"] < 300
+
+
+STUB_TOPICS = """#!/bin/sh
+# kafka-topics.sh stand-in: logs its arguments; --describe prints what a
+# real broker would for a topic of $STUB_PARTITIONS partitions.
+printf '%s\\n' "$*" >> "$STUB_LOG"
+case " $* " in
+  *" --describe "*)
+    [ -n "${STUB_DESCRIBE_FAILS:-}" ] && { echo "Error: topic not found" >&2; exit 3; }
+    [ -n "${STUB_GARBAGE:-}" ] && { echo "something else"; exit 0; }
+    printf 'Topic: %s\\tTopicId: AbCd\\tPartitionCount: %s\\tReplicationFactor: 3\\tConfigs: retention.ms=1\\n' "$STUB_TOPIC" "$STUB_PARTITIONS"
+    i=0
+    while [ "$i" -lt "$STUB_PARTITIONS" ]; do
+      printf '\\tTopic: %s\\tPartition: %s\\tLeader: 1\\tReplicas: 1\\tIsr: 1\\n' "$STUB_TOPIC" "$i"
+      i=$((i + 1))
+    done;;
+esac
+exit 0
+"""
+
+
+def test_topic_job_fails_on_another_partition_count(helm, tmp_path):
+    """The Job's script, run by a real /bin/sh against a kafka-topics.sh
+    stand-in: an existing topic with another partition count (which --create
+    --if-not-exists passes over) fails it with a message naming both counts."""
+    stub = tmp_path / "kafka-topics.sh"
+    stub.write_text(STUB_TOPICS)
+    stub.chmod(0o755)
+    topic = "it's.comments"  # a quote, to exercise the shell quoting
+    out = _render(helm, ["--set", "kafka.topicJob.enabled=true", "--set", f"kafka.topicJob.command={stub}",
+                         "--set", "kafka.partitions=8", "--set-string", f"kafka.topic={topic}",
+                         "--set", "kafka.topicJob.extraArgs[0]=--command-config",
+                         "--set", "kafka.topicJob.extraArgs[1]=/etc/kafka-client/client.properties",
+                         "--show-only", "templates/topic-job.yaml"])
+    assert out.returncode == 0, out.stderr
+    (job,) = _docs(out.stdout)
+    script, _ = topic_job_script(job)
+    log = tmp_path / "calls.log"
+
+    def run(partitions, **extra):
+        if log.exists():
+            log.unlink()
+        env = {"PATH": os.environ["PATH"], "STUB_LOG": str(log), "STUB_TOPIC": topic,
+               "STUB_PARTITIONS": str(partitions), **extra}
+        r = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+        return r, log.read_text().splitlines() if log.exists() else []
+
+    r, calls = run(8)
+    assert r.returncode == 0, r.stderr
+    assert len(calls) == 2 and "--create" in calls[0] and "--describe" in calls[1], calls
+    assert all(topic in c and c.endswith("--command-config /etc/kafka-client/client.properties")
+               for c in calls), calls
+    assert "8 partitions" in r.stdout
+    r, _ = run(12)
+    assert r.returncode == 1
+    assert "exists with 12 partitions" in r.stderr and "kafka.partitions is 8" in r.stderr, r.stderr
+    r, _ = run(8, STUB_GARBAGE="1")
+    assert r.returncode == 1 and "could not read the partition count" in r.stderr, r.stderr
+    r, _ = run(8, STUB_DESCRIBE_FAILS="1")
+    assert r.returncode != 0
 
 
 # ---- monitoring (custom resources, checked by structure) ------------------------------------
@@ -724,6 +950,9 @@ BAD_VALUES = [
     (["--set", "broadcast.autoscaling.metric=memory"], "metric"),
     (["--set", "ingest.pdb.minAvailable=1"], "not both"),
     (["--set", "unknownTopLevel=1"], "unknownTopLevel"),
+    (["--set", "ingest.probes.readiness.path=/livez"], "/ingest/probes/readiness/path"),
+    (["--set", "broadcast.probes.readiness.path=/healthz"], "/broadcast/probes/readiness"),
+    (["--set", "metrics.podAnnotations=maybe"], "/metrics/podAnnotations"),
 ]
 
 
@@ -770,6 +999,28 @@ def test_notes(helm, value_set, tmp_path):
         assert "custom metrics adapter" in notes
     generated = not vals["jwt"]["existingSecret"] and not vals["jwt"]["keys"]
     assert ("danmaku-token mint" in notes) == generated
+    if generated:
+        assert "jwt.existingSecret" in notes  # the GitOps caveat
+    # Both Services forwarded: the demo page's send box posts to port 8080.
+    full = vals.get("fullnameOverride") or f"{RELEASE}-danmaku"
+    for component, local in (("ingest", 8080), ("broadcast", 8081)):
+        assert (f"port-forward svc/{full}-{component} {local}:{vals[component]['service']['port']}"
+                in notes), component
+    assert "demo_page: false" in notes
+    if vals["ingress"]["enabled"]:
+        scheme = "https" if vals["ingress"]["tls"] else "http"
+        assert f"demo_ingest_url: {scheme}://{vals['ingress']['host']}" in notes
+
+
+def test_notes_follow_demo_settings(helm, tmp_path):
+    notes = _notes(helm, ["--set", "ingress.enabled=true", "--set", "ingress.host=live.example.org",
+                          "--set", "broadcast.config.demo_ingest_url=/"], tmp_path)
+    assert "demo_ingest_url: /" in notes and "demo_ingest_url: http" not in notes
+    shutil.rmtree(tmp_path / "danmaku")
+    notes = _notes(helm, ["--set", "broadcast.config.demo_page=false", "--set", "ingress.enabled=true"],
+                   tmp_path)
+    assert "demo_ingest_url" not in notes and "demo_page: false" not in notes
+    assert "port-forward svc/rel-danmaku-ingest 8080:" in notes
 
 
 @pytest.mark.parametrize("value_set", ["defaults.yaml", "external.yaml", "minimal.yaml"])

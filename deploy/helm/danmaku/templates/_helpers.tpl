@@ -163,3 +163,30 @@ password
 {{- end -}}
 {{- end -}}
 {{- define "danmaku.redisDir" -}}/etc/danmaku/redis{{- end -}}
+
+{{/* "true" when the pods carry the prometheus.io/* scrape annotations, else "".
+metrics.podAnnotations: true, false, or auto (on unless the ServiceMonitor is:
+both would make one Prometheus scrape every pod twice). */}}
+{{- define "danmaku.podScrapeAnnotations" -}}
+{{- $m := .Values.metrics -}}
+{{- if kindIs "bool" $m.podAnnotations -}}
+{{- if $m.podAnnotations }}true{{ end -}}
+{{- else if not $m.serviceMonitor.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* An IntOrString value: a number as an integer, a percentage quoted ("50%"). */}}
+{{- define "danmaku.intOrPercent" -}}
+{{- $s := toString . -}}
+{{- if hasSuffix "%" $s -}}
+{{- quote $s -}}
+{{- else -}}
+{{- int64 . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One word for a POSIX shell: single-quoted, embedded quotes escaped. */}}
+{{- define "danmaku.shq" -}}
+'{{ toString . | replace "'" "'\\''" }}'
+{{- end -}}
