@@ -6,9 +6,12 @@
 //   {"id":N,"cmd":"wait","fn":F,"arg":A,"ms":MS}       poll fn(A) until truthy, answer it
 //   {"id":N,"cmd":"fill"|"select","selector":S,"value":V} / {"id":N,"cmd":"click","selector":S}
 //   {"id":N,"cmd":"screenshot","path":P}               a PNG of the whole page
+//   {"id":N,"cmd":"viewport","width":W,"height":H}     resize the window (the page reflows)
 //   {"id":N,"cmd":"close"}                             close the browser and exit
 // Answers are {"id":N,"ok":true,"value":V} or {"id":N,"ok":false,"error":E};
-// page errors and console messages come as {"event":"pageerror"|"console",...}.
+// page errors and console messages come as {"event":"pageerror"|"console",...},
+// each WebSocket the page opens as {"event":"websocket","url":U} and each
+// text frame it sends there as {"event":"wsframe","url":U,"payload":P}.
 //
 // Chromium: DANMAKU_CHROMIUM or /usr/bin/chromium (Debian's package), with a
 // fresh profile in a temporary directory, and the flags that keep it from
@@ -51,6 +54,10 @@ try {
 const page = context.pages()[0] || await context.newPage();
 page.on("pageerror", (e) => emit({ event: "pageerror", message: String(e) }));
 page.on("console", (m) => emit({ event: "console", type: m.type(), text: m.text() }));
+page.on("websocket", (ws) => {
+    emit({ event: "websocket", url: ws.url() });
+    ws.on("framesent", (f) => emit({ event: "wsframe", url: ws.url(), payload: String(f.payload) }));
+});
 emit({ event: "ready", version: context.browser()?.version() ?? "" });
 
 // Runs in the page through the DevTools protocol, not the page's own eval,
@@ -87,6 +94,9 @@ async function run(c) {
         return null;
     case "click":
         await page.click(c.selector);
+        return null;
+    case "viewport":
+        await page.setViewportSize({ width: c.width, height: c.height });
         return null;
     case "screenshot":
         await page.screenshot({ path: c.path, fullPage: true });
