@@ -31,6 +31,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libevent-2.1-7 libevent-pthreads-2.1-7 libhiredis0.14 librdkafka1 libjansson4 \
       libjwt0 libssl3 ca-certificates \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin danmaku

@@ -157,6 +157,12 @@ deps:
 docs: $(INGEST) $(BCAST)
 	$(Q)docs/config_reference.py --build $(BUILD)
 
+# The Dockerfile's stages built in chroots (no container engine needed;
+# root, a few minutes): tests/deploy/chroot_image.py.
+.PHONY: image-check
+image-check:
+	$(Q)tests/deploy/chroot_image.py
+
 clean:
 	rm -rf build
 
