@@ -127,4 +127,4 @@ DM_CONF(demo_ingest_url, STR, "", 0, 0, B,
         "base URL of the ingest API the demo page posts comments to, as browsers reach it, "
         "e.g. https://api.example.com or /ingest behind the same proxy (empty: the page's "
         "own scheme and host name with port 8080); http(s) URLs or absolute paths only. "
-        "A viewer may override it with #ingest=URL in the page address")
+        "A #ingest=URL in the page address is taken only with the page's or this URL's origin")

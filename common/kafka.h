@@ -21,7 +21,8 @@ rd_kafka_conf_t *dm_kafka_conf_new(const char *brokers);
  * value` lines, blank lines and # comments; at most 128 of them. Each is
  * tried on a scratch conf, so an unknown name or a bad value stops start-up
  * here with err naming the line (never the value: it may be a password).
- * bootstrap.servers is refused: kafka_brokers is its one place. Call once
+ * bootstrap.servers is refused (kafka_brokers is its one place), and so is
+ * delivery.report.only.error (ingest's 201 comes from the reports). Call once
  * at start-up, before any Kafka client or thread exists; afterwards the
  * properties are only read. Replaces what an earlier call loaded. */
 int dm_kafka_load_properties(const char *path, char err[DM_ERRLEN]);

@@ -71,7 +71,7 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Reads the password into buf (PASSWORD_BUF bytes), without its trailing
- * line end, and returns its length; -1 with err (never the password).
+ * line end, its length into *len: 0, or -1 with err (never the password).
  * Unbuffered, so no copy of the secret is left in a stdio buffer. */
 #define PASSWORD_BUF (PASSWORD_MAX + 3) /* the password, CR LF, and one more */
 
