@@ -59,8 +59,10 @@ if [[ $GROUP == all ]]; then
     COMMANDS+=(clang-format chromium promtool haproxy java mvn node npm go python3)
 fi
 
+# No pipe into `grep -q` here: under pipefail, grep leaving early can kill
+# dpkg with SIGPIPE and make an installed package look missing.
 installed() {
-    dpkg -s "$1" 2>/dev/null | grep -q '^Status: .* installed$'
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == *" installed" ]]
 }
 
 missing=()
