@@ -57,8 +57,11 @@ def base_rootfs(cache):
     if os.path.exists(tarball):
         return tarball
     if shutil.which("debootstrap") is None:
-        sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"],
-           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"]
+        if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            sh(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)  # no lists yet
+            sh(install, env=env, stdout=subprocess.DEVNULL)
     tree = tempfile.mkdtemp(prefix="minbase-", dir=cache)
     log("debootstrap bookworm (minbase)")
     sh(["debootstrap", "--variant=minbase", "bookworm", tree, apt_mirror()],
