@@ -3,9 +3,10 @@ to end in headless Chromium against a real ingest, broadcast node, Kafka and
 Redis: the page joins the room from its address, shows the online count,
 sends a comment through the ingest API (CORS from another port) and draws it
 on the stage with its colour, mode and size; comments from other senders,
-top/bottom comments, priority comments and retracts show; no two scrolling
-comments overlap, nor two top/bottom ones (a fixed comment is drawn over
-scrolling ones by design), also across a resize; a top/bottom comment
+top/bottom comments, priority comments and retracts show; no two visible
+comments overlap, whatever their modes (scrolling, top, bottom: a fixed
+comment takes no band a scrolling one will cross it in, and the other way
+round), also across a resize; a top/bottom comment
 waiting for a lane does not hold back scrolling ones; a room switch
 rewrites the address; and across a broadcast node restart the page resumes
 with offset and epoch, so what was posted while it was away appears exactly
@@ -17,7 +18,9 @@ crafted #ingest= to another host is ignored with a warning, and nothing is
 sent there. A socket that goes silent (a stalled proxy) is given up after
 two heartbeats and the page resumes through a new one. A screenshot of the
 page is kept as a test artifact (DANMAKU_ARTIFACTS, default
-build/test-artifacts).
+build/test-artifacts): demo-page.png at an ordinary moment (a few comments
+of each mode, colours, sizes, a priority one) and demo-page-burst.png during
+the stress burst.
 
 Chromium is Debian's `chromium` (/usr/bin/chromium, or DANMAKU_CHROMIUM),
 driven by playwright-core (tests/integration/node, `npm ci`); the test fails,
@@ -166,10 +169,8 @@ FIND = """(text) => {
            stageW: s.width, stageH: s.height };
 }"""
 
-# Every pair of visible comments whose boxes intersect, scrolling with
-# scrolling and top/bottom with top/bottom (of either kind). A top or bottom
-# comment may be drawn over scrolling ones by design (it shows at once and
-# they pass), so those pairs are not counted.
+# Every pair of visible comments whose boxes intersect, whatever their modes
+# (scrolling, top, bottom, in any pairing: none may cover another).
 OVERLAPS = """() => {
   const s = document.getElementById('stage').getBoundingClientRect();
   const r = [...document.querySelectorAll('#stage .dm')]
@@ -182,7 +183,6 @@ OVERLAPS = """() => {
   let sameLane = 0;
   for (let i = 0; i < r.length; i++) {
     for (let j = i + 1; j < r.length; j++) {
-      if ((r[i].mode === 'scroll') !== (r[j].mode === 'scroll')) continue;
       const a = r[i].b, b = r[j].b;
       const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
       const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
@@ -324,7 +324,14 @@ def test_demo_page_in_chromium():
         # A top comment waiting for lanes does not hold back a scrolling one
         # that has a lane: all top lanes but the last taken, a large top
         # comment (two lanes high) waits, a scrolling one takes the last lane.
-        browser.wait("() => !document.querySelector('#stage .dm.fixed')", timeout=10)
+        # First the stage clears enough that every top lane is free: no
+        # fixed comment, and the scrolling ones past the centre (a top
+        # comment takes no band a scrolling one is still to cross it in).
+        browser.wait("""() => { const s = document.getElementById('stage').getBoundingClientRect();
+                                 return [...document.querySelectorAll('#stage .dm')].every(
+                                   (e) => e.dataset.mode === 'scroll' &&
+                                     e.getBoundingClientRect().right < s.left + s.width * 0.45);
+                               }""", timeout=12)
         lanes = browser.eval(LANES)
         rows = [f"row {i:02d}" for i in range(lanes - 1)]
         for t in rows:
@@ -342,18 +349,51 @@ def test_demo_page_in_chromium():
         browser.wait("() => !document.querySelector('#stage .dm.fixed') && "
                      "document.getElementById('queued').textContent === '0'", timeout=15)
 
-        # A burst: more scrolling comments than lanes, some large, and while
-        # they fly more top and bottom comments than lanes (top ones grow
-        # down, bottom ones up, and must not meet). Sampled all along, no two
-        # visible ones may overlap.
+        # An ordinary moment, for the artifact: a few comments of each mode
+        # in their colours and sizes, a priority one among them, coming in
+        # over a few seconds. None overlaps another, whatever the modes.
+        showcase = [("welcome to the demo room", "top", "#ffd24a", "normal", paid),
+                    ("top and bottom comments stay 4 s", "bottom", "#9ef0ff", "normal", other),
+                    ("a small one at the top", "top", "#ff9ecb", "small", other),
+                    ("scrolling ones take the free lanes", "scroll", "#ffffff", "normal", other),
+                    ("big and red", "scroll", "#ff5c6c", "large", other),
+                    ("a paid comment stands out", "scroll", "#ffd24a", "normal", paid),
+                    ("small and green", "scroll", "#7cf29a", "small", other),
+                    ("hello from the blue side", "scroll", "#6ec3ff", "normal", other),
+                    ("purple, and large", "scroll", "#d58cff", "large", other),
+                    ("just watching", "scroll", "#ffe14d", "normal", other),
+                    ("a bottom one, small", "bottom", "#ffffff", "small", other),
+                    ("lanes are shared by every mode", "scroll", "#ffffff", "small", other)]
+        start = time.time()
+        shot = None
+        for i, (t, mode, color, size, tok) in enumerate(showcase):
+            post_ok(ingest.port, room, t, tok, mode=mode, color=color, size=size)
+            if i >= 2:
+                time.sleep(0.2)
+        while shot is None:
+            geo = browser.eval(OVERLAPS)
+            assert not geo["bad"], f"overlapping comments: {geo['bad']}"
+            if time.time() > start + 2.3 and geo["top"] and geo["bottom"] and geo["scroll"] >= 4:
+                shot = browser.do("screenshot", path=screenshot_path())
+                print("demo page screenshot:", shot)
+            assert time.time() < start + 12, f"no moment with every mode on the stage: {geo}"
+            time.sleep(0.1)
+        got = on_stage(browser, "a paid comment stands out")
+        assert "prio" in got["classes"], got
+
+        # A burst: more top and bottom comments than lanes (top ones grow
+        # down, bottom ones up, and must not meet) while the showcase still
+        # scrolls, and at once more scrolling comments than lanes, some
+        # large, which start in the bands of fixed ones only when those go
+        # before they get there. Sampled all along, no two visible ones may
+        # overlap.
         burst = []
-        fixed = [("welcome to the demo room", "top", "#ffd24a", paid),
-                 ("top and bottom comments stay 4 s", "bottom", "#9ef0ff", other)]
-        for t, mode, color, tok in fixed:
-            post_ok(ingest.port, room, t, tok, mode=mode, color=color)
         more_fixed = [(f"{('top', 'bottom')[i % 2]} {i:02d} " + "yo" * (i % 5 + 1),
                        ("top", "bottom")[i % 2], ("#ffd24a", "#9ef0ff", "#ff9ecb")[i % 3],
                        ("normal", "small", "large")[i // 2 % 3]) for i in range(24)]
+        total = posted + len(showcase) + len(more_fixed)
+        for t, mode, color, size in more_fixed:
+            post_ok(ingest.port, room, t, other, mode=mode, color=color, size=size)
         for i in range(36):
             t = f"burst {i:02d} " + "ha" * (i % 7 + 1)
             size = ("small", "normal", "large")[i % 3]
@@ -362,41 +402,47 @@ def test_demo_page_in_chromium():
             burst.append(t)
         seen_shared = False
         samples = 0
+        mixed = 0
         most_fixed = 0
+        fixed_seen = set()
         start = time.time()
         shot = None
-        while time.time() < start + 7:
-            if more_fixed and time.time() > start + 2:
-                # Lanes have been reused by now: the fixed overflow.
-                for t, mode, color, size in more_fixed:
-                    post_ok(ingest.port, room, t, other, mode=mode, color=color, size=size)
-                more_fixed = []
+        while time.time() < start + 5:
             geo = browser.eval(OVERLAPS)
             assert not geo["bad"], f"overlapping comments: {geo['bad']}"
             assert geo["elements"] <= 300, geo
             seen_shared = seen_shared or geo["sameLane"] > 0
             samples += geo["visible"] > 1
+            # Scrolling and fixed comments up together: those pairs were
+            # checked too.
+            mixed += geo["scroll"] > 0 and geo["top"] + geo["bottom"] > 0
             if geo["top"] and geo["bottom"]:
                 most_fixed = max(most_fixed, geo["top"] + geo["bottom"])
+            fixed_seen.update(t for t in geo["texts"]
+                              if t.split(" ")[0] in ("top", "bottom") and t.split(" ")[1].isdigit())
             if shot is None and time.time() > start + 3.5:
-                # A busy stage, the fixed comments still up: the artifact.
-                shot = browser.do("screenshot", path=screenshot_path())
-                print("demo page screenshot:", shot)
+                # The busy stage of the burst: the second artifact.
+                shot = browser.do("screenshot", path=screenshot_path("demo-page-burst.png"))
+                print("demo page burst screenshot:", shot)
             time.sleep(0.1)
         assert samples > 10, "the burst was never on the stage"
         assert seen_shared, "no lane ever held two comments at once: lanes are not reused"
-        # The stage was full of top and bottom comments at once.
-        assert most_fixed >= 8, most_fixed
+        # Fixed comments of the overflow got bands among the scrolling ones
+        # (those without one in time were dropped and counted, below).
+        assert mixed > 5, mixed
+        assert len(fixed_seen) >= 2, fixed_seen
+        # Top and bottom ones up together, several of them.
+        assert most_fixed >= 4, most_fixed
         # Every comment was either shown or counted as dropped, and each
         # element left the DOM when its animation ended.
         browser.wait("""(n) => { const c = +document.getElementById('shown').textContent +
                                           +document.getElementById('dropped').textContent;
                                  return c >= n && document.querySelectorAll('#stage .dm')
                                    .length === 0 && document.getElementById('queued')
-                                   .textContent === '0'; }""", posted + 26 + len(burst),
+                                   .textContent === '0'; }""", total + len(burst),
                      timeout=40)
         counters = browser.eval(COUNTERS)
-        assert counters["shown"] + counters["dropped"] == posted + 26 + len(burst), counters
+        assert counters["shown"] + counters["dropped"] == total + len(burst), counters
         for t in burst:
             assert browser.eval(LOG_COUNT, t) == 1, t
 
@@ -661,7 +707,9 @@ def test_demo_page_reconnects_from_a_dead_socket():
 
 def test_demo_page_resize_keeps_comments_apart():
     """A resize changes the stage's width, font and lane height while
-    comments fly: the new ones, on the new grid, never overlap the old."""
+    comments fly: the new ones, on the new grid, never overlap the old,
+    whatever the modes (fixed comments stay centred on the width they were
+    placed on, as scrolling ones keep crossing it)."""
     room = "resize-" + uuid.uuid4().hex[:10]
     other = mint("other-user", name="Other")
     browser = Browser()
@@ -676,7 +724,10 @@ def test_demo_page_resize_keeps_comments_apart():
             post_ok(ingest.port, room, f"{tag} fixed {i}", other, mode=("top", "bottom")[i % 2],
                     size=("normal", "large")[i // 2 % 2])
 
+    modes_together = 0  # samples with scrolling and fixed comments up at once
+
     def sample(seconds):
+        nonlocal modes_together
         mixed = False
         end = time.time() + seconds
         while time.time() < end:
@@ -684,6 +735,7 @@ def test_demo_page_resize_keeps_comments_apart():
             assert not geo["bad"], f"overlapping comments: {geo['bad']}"
             tags = {t.split(" ")[0] for t in geo["texts"]}
             mixed = mixed or {"old", "new"} <= tags
+            modes_together += geo["scroll"] > 0 and geo["top"] + geo["bottom"] > 0
             time.sleep(0.1)
         return mixed
 
@@ -700,6 +752,7 @@ def test_demo_page_resize_keeps_comments_apart():
         assert after["stageW"] < before["stageW"] - 100, (before, after)
         assert after["fontSize"] < before["fontSize"], (before, after)
         assert mixed, "old and new comments were never on the stage together"
+        assert modes_together > 3, modes_together
         assert not browser.page_errors, browser.page_errors
     finally:
         browser.close()
@@ -709,9 +762,9 @@ def test_demo_page_resize_keeps_comments_apart():
             ingest.assert_clean_exit()
 
 
-def screenshot_path():
+def screenshot_path(name="demo-page.png"):
     os.makedirs(ARTIFACTS, exist_ok=True)
-    return os.path.join(ARTIFACTS, "demo-page.png")
+    return os.path.join(ARTIFACTS, name)
 
 
 # ---------------------------------------------------------------------------
