@@ -5,8 +5,8 @@
 #   kubernetes-validate   from PyPI, into the Python that runs pytest; it
 #                         ships the Kubernetes JSON schemas, so validation
 #                         needs no network at test time
-#   promtool              Debian's `prometheus` package (optional: the tests
-#                         use it when it is on PATH)
+# Debian packages (Go, promtool, haproxy, pip) are deploy/install-deps.sh's:
+# tests/run.sh runs it first, and so should anyone running this alone.
 # Idempotent and quiet: prints nothing when everything is already there, one
 # line per tool it installed, and the failing step's output when one fails.
 #
@@ -14,7 +14,6 @@
 #   KUBERNETES_VALIDATE_VERSION=1.37.0
 #   PYTHON=python3                 interpreter to install into (default: the
 #                                  one whose pytest the tests run under)
-#   SKIP_PROMTOOL=1                do not install promtool
 set -euo pipefail
 
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
@@ -35,26 +34,17 @@ quiet() {
     fi
 }
 
-apt_updated=
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 ||
-        { echo "install-tools.sh: $* is missing and there is no apt-get to install it" >&2; exit 1; }
-    if [[ -z $apt_updated ]]; then
-        quiet "apt-get update" apt-get update -q
-        apt_updated=1
-    fi
-    quiet "apt-get install $*" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "$@"
+missing() {
+    echo "install-tools.sh: $1 is missing: run deploy/install-deps.sh first" >&2
+    exit 1
 }
 
 # --- helm ------------------------------------------------------------------
 if [[ ! -x $BIN/helm || "$(cat "$BIN/helm.version" 2>/dev/null)" != "$HELM_VERSION" ]]; then
-    if ! command -v go >/dev/null 2>&1; then
-        apt_install golang-go ca-certificates
-        # Debian's Go may be older than helm's go.mod asks: let the go
-        # command fetch the toolchain it names from the module proxy.
-        export GOTOOLCHAIN=auto
-    fi
+    command -v go >/dev/null 2>&1 || missing go
+    # Debian's Go may be older than helm's go.mod asks: let the go command
+    # fetch the toolchain it names from the module proxy.
+    export GOTOOLCHAIN=auto
     mkdir -p "$BIN"
     quiet "building helm $HELM_VERSION" env GOBIN="$BIN" \
         go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
@@ -74,14 +64,8 @@ sys.exit(version("kubernetes-validate") != sys.argv[1])
 PY
     pip_flags=(--quiet --disable-pip-version-check --no-input)
     [[ $PYTHON == /usr/bin/python3 ]] && pip_flags+=(--break-system-packages)
-    "$PYTHON" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    "$PYTHON" -m pip --version >/dev/null 2>&1 || missing "pip for $PYTHON"
     quiet "pip install kubernetes-validate==$KV_VERSION" \
         "$PYTHON" -m pip install "${pip_flags[@]}" "kubernetes-validate==$KV_VERSION"
     echo "install-tools.sh: kubernetes-validate $KV_VERSION installed for $PYTHON"
-fi
-
-# --- promtool (optional) -----------------------------------------------------
-if [[ -z ${SKIP_PROMTOOL:-} ]] && ! command -v promtool >/dev/null 2>&1; then
-    apt_install prometheus
-    echo "install-tools.sh: promtool installed"
 fi

@@ -368,6 +368,17 @@ def table_families():
             for kind, family, labels, scope in rows]
 
 
+def series_names(family, kind):
+    """The series a table row exports: counters get _total, histograms their
+    _bucket, _sum and _count."""
+    base = "danmaku_" + family
+    if kind == "COUNTER":
+        return [base if base.endswith("_total") else base + "_total"]
+    if kind == "HISTOGRAM":
+        return [base + "_bucket", base + "_sum", base + "_count"]
+    return [base]
+
+
 # ---------------------------------------------------------------- exports
 
 
@@ -376,13 +387,7 @@ def test_scrape_matches_the_metrics_table(exported):
     name the dashboard and the alerts use, and nothing else is."""
     expected = {"ingest": {}, "broadcast": {}}
     for family, kind, labels, scope in table_families():
-        base = "danmaku_" + family
-        if kind == "COUNTER":
-            names = [base if base.endswith("_total") else base + "_total"]
-        elif kind == "HISTOGRAM":
-            names = [base + "_bucket", base + "_sum", base + "_count"]
-        else:
-            names = [base]
+        names = series_names(family, kind)
         label_keys = set(re.findall(r'([a-zA-Z_]\w*)="', labels))
         for kind_name, letter in (("ingest", "I"), ("broadcast", "B")):
             if letter in scope:

@@ -243,6 +243,24 @@ def broadcast_args(ingest):
             "--online-interval-ms", "1000", "--workers", "1"]
 
 
+
+def shown_once_after_resume(browser, ingest, room, sender, away, before, after):
+    """After the page resumed: what was posted while it was away (`away`),
+    the comment before it left and one posted now are each shown exactly
+    once, no offset twice, and no "could not resume" notice. Returns the
+    page's counters."""
+    for t in away:
+        browser.wait(LOG_COUNT, t, timeout=20)
+    post_ok(ingest.port, room, after, sender)
+    browser.wait(LOG_COUNT, after)
+    time.sleep(0.5)
+    counters = browser.eval(COUNTERS)
+    for t in away + [before, after]:
+        assert browser.eval(LOG_COUNT, t) == 1, (t, counters)
+    assert len(set(counters["offsets"])) == len(counters["offsets"]), counters
+    assert "resume" not in counters["notice"], counters
+    return counters
+
 def test_demo_page_in_chromium():
     room = "demo-" + uuid.uuid4().hex[:10]
     sender = mint("page-user", name="Page User")
@@ -475,16 +493,8 @@ def test_demo_page_in_chromium():
         bcast = start_broadcast(*broadcast_args(ingest), "--ws-port", str(port),
                                 "--density-cap", "5")
         browser.wait(LIVE, timeout=40)
-        for t in away:
-            browser.wait(LOG_COUNT, t, timeout=20)
-        post_ok(ingest.port, room2, "after the restart", other)
-        browser.wait(LOG_COUNT, "after the restart")
-        time.sleep(0.5)
-        counters = browser.eval(COUNTERS)
-        for t in away + ["before the restart", "after the restart"]:
-            assert browser.eval(LOG_COUNT, t) == 1, (t, counters)
-        assert len(set(counters["offsets"])) == len(counters["offsets"]), counters
-        assert "resume" not in counters["notice"], counters
+        counters = shown_once_after_resume(browser, ingest, room2, other, away,
+                                           "before the restart", "after the restart")
         assert int(counters["online"]) >= 1, counters
         # The reconnect authenticated again, the same way.
         assert not any("token" in u for u in browser.websockets), browser.websockets
@@ -683,16 +693,8 @@ def test_demo_page_reconnects_from_a_dead_socket():
         time.sleep(0.5)
         proxy.normal()
         browser.wait(LIVE, timeout=30)
-        for t in away:
-            browser.wait(LOG_COUNT, t, timeout=20)
-        post_ok(ingest.port, room, "after the stall", other)
-        browser.wait(LOG_COUNT, "after the stall")
-        time.sleep(0.5)
-        counters = browser.eval(COUNTERS)
-        for t in away + ["before the stall", "after the stall"]:
-            assert browser.eval(LOG_COUNT, t) == 1, (t, counters)
-        assert len(set(counters["offsets"])) == len(counters["offsets"]), counters
-        assert "resume" not in counters["notice"], counters
+        shown_once_after_resume(browser, ingest, room, other, away,
+                                "before the stall", "after the stall")
         assert len(browser.websockets) > sockets, browser.websockets
         assert browser.ops().count("auth") >= 2, browser.ops()
         assert not browser.page_errors, browser.page_errors
